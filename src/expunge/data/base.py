@@ -1,0 +1,151 @@
+"""Data containers shared by every layer.
+
+A dataset is held in memory as tensors: small unlearning benchmarks fit, and the
+population engine gathers a different minibatch for every member from the same
+tensors, which a ``DataLoader`` cannot do cheaply.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from expunge.errors import ExpungeError
+
+Task = Literal["classification", "regression"]
+
+
+@dataclass(frozen=True, eq=False)
+class ArrayDataset:
+    """Examples as tensors with stable integer IDs.
+
+    ``x``: float32 features ``[N, ...]``; ``y``: int64 labels ``[N]`` (classification)
+    or float32 targets ``[N]`` (regression); ``ids``: int64 example IDs ``[N]``,
+    unique, stable across runs (forget sets name examples by ID).
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    ids: torch.Tensor
+    task: Task = "classification"
+    num_classes: int | None = None
+
+    def __post_init__(self) -> None:
+        n = self.x.shape[0]
+        if self.y.shape[0] != n or self.ids.shape[0] != n:
+            raise ExpungeError(
+                f"features, labels and IDs disagree in length: {n}, {self.y.shape[0]}, {self.ids.shape[0]}"
+            )
+        if self.task == "classification" and self.num_classes is None:
+            raise ExpungeError("a classification dataset needs num_classes")
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    def positions(self, ids: torch.Tensor | list[int]) -> torch.Tensor:
+        """Row positions of ``ids``; unknown or duplicated IDs are an error."""
+        ids = torch.as_tensor(ids, dtype=torch.int64).reshape(-1)
+        if ids.numel() != torch.unique(ids).numel():
+            values, counts = torch.unique(ids, return_counts=True)
+            dup = values[counts > 1][:5].tolist()
+            raise ExpungeError(f"duplicated example IDs {dup}: each ID may appear once")
+        order = torch.argsort(self.ids)
+        sorted_ids = self.ids[order]
+        where = torch.searchsorted(sorted_ids, ids).clamp(max=len(self) - 1)
+        found = sorted_ids[where] == ids
+        if not bool(found.all()):
+            missing = ids[~found][:5].tolist()
+            raise ExpungeError(
+                f"example IDs {missing} are not in this dataset "
+                f"(IDs run from {int(self.ids.min())} to {int(self.ids.max())})"
+            )
+        return order[where]
+
+    def subset(self, positions: torch.Tensor) -> "ArrayDataset":
+        return ArrayDataset(self.x[positions], self.y[positions], self.ids[positions], self.task, self.num_classes)
+
+    def fingerprint(self) -> str:
+        """Content hash of features, labels and IDs (part of every cache key)."""
+        h = hashlib.sha256()
+        for t in (self.x, self.y, self.ids):
+            t = t.detach().cpu().contiguous()
+            h.update(str((t.dtype, tuple(t.shape))).encode())
+            h.update(t.numpy().tobytes())
+        h.update(f"{self.task}:{self.num_classes}".encode())
+        return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """A named train/test split of one dataset."""
+
+    name: str
+    train: ArrayDataset
+    test: ArrayDataset
+    info: dict = field(default_factory=dict)
+
+    @property
+    def task(self) -> Task:
+        return self.train.task
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.train.num_classes
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.train.input_shape
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256((self.train.fingerprint() + self.test.fingerprint()).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, eq=False)
+class ForgetSet:
+    """The forget set ``S`` and retain set ``D \\ S`` of a training set, by ID and position."""
+
+    train: ArrayDataset
+    forget_ids: torch.Tensor
+    rule: str = "explicit"
+
+    def __post_init__(self) -> None:
+        if self.forget_ids.numel() == 0:
+            raise ExpungeError(f"the forget set from rule {self.rule!r} is empty: choose a rule that selects examples")
+        pos = self.train.positions(self.forget_ids)  # validates unknown / duplicated IDs
+        if pos.numel() >= len(self.train):
+            raise ExpungeError(
+                f"the forget set from rule {self.rule!r} is the whole training set ({len(self.train)} examples): "
+                "nothing would be left to retain"
+            )
+
+    @property
+    def forget_mask(self) -> torch.Tensor:
+        """Boolean mask over training positions, True for forget examples."""
+        mask = torch.zeros(len(self.train), dtype=torch.bool)
+        mask[self.train.positions(self.forget_ids)] = True
+        return mask
+
+    @property
+    def forget_positions(self) -> torch.Tensor:
+        return torch.nonzero(self.forget_mask).flatten()
+
+    @property
+    def retain_positions(self) -> torch.Tensor:
+        return torch.nonzero(~self.forget_mask).flatten()
+
+    @property
+    def retain_ids(self) -> torch.Tensor:
+        return self.train.ids[self.retain_positions]
+
+    def __len__(self) -> int:
+        return int(self.forget_ids.numel())
+
+    def fingerprint(self) -> str:
+        ids = torch.sort(self.forget_ids).values.numpy().tobytes()
+        return hashlib.sha256(ids).hexdigest()[:16]

@@ -1,0 +1,113 @@
+"""The population trainer: K members trained together as one vectorised computation."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+
+from expunge.data.base import ArrayDataset
+from expunge.errors import ExpungeError
+from expunge.models.registry import ModelSpec
+from expunge.training.batches import MemberBatches
+from expunge.training.cost import Cost
+from expunge.training.losses import per_example_loss
+from expunge.training.optim import PopulationOptimizer
+from expunge.training.population import Population
+from expunge.training.recipe import Recipe
+
+Progress = Callable[[int, int], None]  # (steps done, total steps)
+
+
+def model_spec(recipe: Recipe, data: ArrayDataset) -> ModelSpec:
+    """The architecture a recipe builds for a dataset."""
+    outputs = 1 if data.task == "regression" else int(data.num_classes or 0)
+    return ModelSpec(recipe.model, data.input_shape, outputs, dict(recipe.model_kwargs))
+
+
+def member_seeds(recipe: Recipe, members: int) -> list[int]:
+    return [recipe.seed + i for i in range(members)]
+
+
+def check_output_shape(population: Population, data: ArrayDataset) -> None:
+    """Fail clearly when a model's output does not match the task."""
+    with torch.no_grad():
+        out = population.forward(data.x[:2].to(population.device))
+    expected = 1 if data.task == "regression" else data.num_classes
+    if out.dim() != 3 or out.shape[-1] != expected:
+        raise ExpungeError(
+            f"the model outputs shape {list(out.shape[1:])} per batch but the {data.task} data needs "
+            f"{expected} output(s) per example: change the model's last layer to {expected} outputs"
+        )
+
+
+def train_population(recipe: Recipe, data: ArrayDataset, members: int | None = None,
+                     seeds: Sequence[int] | None = None, keep_masks: torch.Tensor | None = None,
+                     model: torch.nn.Module | None = None, device: str | torch.device = "cpu",
+                     progress: Progress | None = None) -> tuple[Population, Cost]:
+    """Train a population with ``recipe`` on ``data``.
+
+    ``members`` or ``seeds``: member ``i`` is initialised and shuffles its data from
+    ``seeds[i]`` alone (default ``recipe.seed + i``). ``keep_masks``: bool ``[K, N]``,
+    the training examples each member sees (shadow models); default all. ``model``: a
+    user ``nn.Module`` to use instead of the recipe's named architecture (its layers are
+    re-initialised per member). K = 1 is ordinary training, on the same code path.
+    """
+    if seeds is None:
+        seeds = member_seeds(recipe, members or 1)
+    seeds = list(seeds)
+    n = len(data)
+    if keep_masks is None:
+        keep_masks = torch.ones(len(seeds), n, dtype=torch.bool)
+    keep_masks = torch.as_tensor(keep_masks, dtype=torch.bool)
+    if keep_masks.dim() == 1:
+        keep_masks = keep_masks.unsqueeze(0).expand(len(seeds), -1)
+    if keep_masks.shape != (len(seeds), n):
+        raise ExpungeError(
+            f"keep-mask has shape {list(keep_masks.shape)} but needs [{len(seeds)} members, {n} training examples]"
+        )
+    population = Population.initialize(model if model is not None else model_spec(recipe, data), seeds).to(device)
+    check_output_shape(population, data)
+    start = time.perf_counter()
+    params = {k: v.clone().requires_grad_(True) for k, v in population.params.items()}
+    optimizer = PopulationOptimizer(params, recipe.optimizer, recipe.lr, recipe.momentum, recipe.weight_decay,
+                                    recipe.betas)
+    batches = MemberBatches(keep_masks, recipe.batch_size, seeds)
+    x, y = data.x.to(device), data.y.to(device)
+    member_total = torch.tensor(batches.steps, device=device) * recipe.epochs
+    total = batches.max_steps * recipe.epochs
+    cost = Cost(members=len(seeds))
+    done = 0
+    for _epoch in range(recipe.epochs):
+        for batch in batches.epoch(device):
+            outputs = population.forward(x[batch.index], params, per_member_input=True)
+            losses = batch.mean(per_example_loss(outputs, y[batch.index], recipe.loss))
+            progress_k = (optimizer.steps.float() / member_total).clamp(max=1.0)
+            lr = recipe.lr * _lr_factors(recipe, progress_k)
+            optimizer.step(losses, batch.active, lr)
+            cost.example_gradients += batch.examples / len(seeds)
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    cost.wall_time_s = time.perf_counter() - start
+    cost.diverged = torch.nonzero(optimizer.diverged).flatten().tolist()
+    info = {"recipe": recipe.to_json(), "trained_examples": keep_masks.sum(1).tolist()}
+    return population.with_params(params, info), cost
+
+
+def _lr_factors(recipe: Recipe, progress: torch.Tensor) -> torch.Tensor:
+    return torch.tensor([recipe.lr_factor(float(p)) for p in progress], device=progress.device) \
+        if recipe.schedule != "constant" else torch.ones_like(progress)
+
+
+@torch.no_grad()
+def accuracy(population: Population, data: ArrayDataset, positions: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-member accuracy in percent ``[K]`` (or negative mean squared error for regression)."""
+    x, y = (data.x, data.y) if positions is None else (data.x[positions], data.y[positions])
+    if len(y) == 0:
+        return torch.full((len(population),), float("nan"))
+    outputs = population.predict(x)
+    y = y.to(outputs.device)
+    if data.task == "regression":
+        return -((outputs.squeeze(-1) - y) ** 2).mean(1).cpu()
+    return (outputs.argmax(-1) == y).float().mean(1).mul(100).cpu()

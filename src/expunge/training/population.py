@@ -1,0 +1,220 @@
+"""A population: K models of one architecture held as stacked parameters.
+
+Parameters and buffers are stored with a leading member dimension ``[K, ...]`` and the
+architecture is run with ``torch.func.functional_call`` under ``torch.func.vmap``, so one
+call evaluates every member (the PyTorch model-ensembling idiom). A user's single model
+is a population of one; the code path is the same. Architectures that cannot run under
+``vmap`` (e.g. BatchNorm in training mode) fall back to a loop over members, slower but
+with the same results.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from expunge.errors import ExpungeError
+from expunge.models.registry import ModelSpec, build_model
+
+Params = dict[str, torch.Tensor]
+
+
+class Population:
+    """K members of one architecture.
+
+    ``params`` / ``buffers``: name -> tensor ``[K, ...]``. ``seeds``: one per member.
+    ``spec``: how to rebuild the architecture (``None`` for a user module, whose
+    template must then be passed to :meth:`load`). ``info``: free-form provenance.
+    """
+
+    def __init__(self, template: nn.Module, params: Params, buffers: Params, seeds: Sequence[int],
+                 spec: ModelSpec | None = None, info: dict | None = None):
+        self.template = _as_meta(template)
+        self.params = params
+        self.buffers = buffers
+        self.seeds = [int(s) for s in seeds]
+        self.spec = spec
+        self.info = dict(info or {})
+        sizes = {t.shape[0] for t in params.values()} | {t.shape[0] for t in buffers.values()}
+        if sizes != {len(self.seeds)}:
+            raise ExpungeError(f"population tensors have member counts {sorted(sizes)} but {len(self.seeds)} seeds")
+        self._vectorized: bool | None = None
+
+    # construction -----------------------------------------------------------------
+    @classmethod
+    def from_modules(cls, modules: Sequence[nn.Module], seeds: Sequence[int] | None = None,
+                     spec: ModelSpec | None = None, info: dict | None = None) -> "Population":
+        """Stack independent modules of one architecture into a population."""
+        if not modules:
+            raise ExpungeError("a population needs at least one member")
+        params, buffers = stack_module_state(list(modules))
+        params = {k: v.detach().clone() for k, v in params.items()}
+        buffers = {k: v.detach().clone() for k, v in buffers.items()}
+        seeds = list(seeds) if seeds is not None else list(range(len(modules)))
+        return cls(modules[0], params, buffers, seeds, spec, info)
+
+    @classmethod
+    def from_module(cls, module: nn.Module, seed: int = 0) -> "Population":
+        """A user's single model as a population of one (the module is copied, never changed)."""
+        return cls.from_modules([module], [seed])
+
+    @classmethod
+    def initialize(cls, spec_or_module: ModelSpec | nn.Module, seeds: Sequence[int]) -> "Population":
+        """Fresh members, member ``i`` initialised from ``seeds[i]`` alone."""
+        modules = []
+        for seed in seeds:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(seed))
+                if isinstance(spec_or_module, ModelSpec):
+                    modules.append(build_model(spec_or_module))
+                else:
+                    modules.append(_reinitialized(spec_or_module))
+        spec = spec_or_module if isinstance(spec_or_module, ModelSpec) else None
+        return cls.from_modules(modules, seeds, spec)
+
+    # basic properties -------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.params.values())).device
+
+    def clone(self, info: dict | None = None) -> "Population":
+        """An independent copy (tensors copied), optionally with new ``info``."""
+        return Population(self.template, {k: v.detach().clone() for k, v in self.params.items()},
+                          {k: v.detach().clone() for k, v in self.buffers.items()}, self.seeds, self.spec,
+                          self.info if info is None else info)
+
+    def with_params(self, params: Params, info: dict | None = None) -> "Population":
+        """A population with these parameters (detached) and this population's buffers copied."""
+        return Population(self.template, {k: v.detach() for k, v in params.items()},
+                          {k: v.detach().clone() for k, v in self.buffers.items()}, self.seeds, self.spec,
+                          self.info if info is None else info)
+
+    def select(self, members: Sequence[int]) -> "Population":
+        """The sub-population of the given member indices (copied)."""
+        index = torch.as_tensor(list(members), dtype=torch.long)
+        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= len(self)):
+            raise ExpungeError(f"member indices {list(members)} out of range for a population of {len(self)}")
+        return Population(self.template, {k: v[index.to(v.device)].clone() for k, v in self.params.items()},
+                          {k: v[index.to(v.device)].clone() for k, v in self.buffers.items()},
+                          [self.seeds[i] for i in members], self.spec, self.info)
+
+    @staticmethod
+    def concatenate(populations: Sequence["Population"]) -> "Population":
+        first = populations[0]
+        return Population(first.template,
+                          {k: torch.cat([p.params[k] for p in populations]) for k in first.params},
+                          {k: torch.cat([p.buffers[k] for p in populations]) for k in first.buffers},
+                          [s for p in populations for s in p.seeds], first.spec, first.info)
+
+    def to(self, device: torch.device | str) -> "Population":
+        return Population(self.template, {k: v.to(device) for k, v in self.params.items()},
+                          {k: v.to(device) for k, v in self.buffers.items()}, self.seeds, self.spec, self.info)
+
+    def member(self, i: int) -> nn.Module:
+        """Member ``i`` as an ordinary standalone ``nn.Module`` (a copy, in eval mode)."""
+        module = _materialize(self.template, self.device)
+        state = {k: v[i] for k, v in self.params.items()} | {k: v[i] for k, v in self.buffers.items()}
+        module.load_state_dict(state)
+        return module.eval()
+
+    def members(self) -> Iterator[nn.Module]:
+        for i in range(len(self)):
+            yield self.member(i)
+
+    def num_parameters(self) -> int:
+        """Parameters of one member."""
+        return sum(v[0].numel() for v in self.params.values())
+
+    # evaluation -------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, params: Params | None = None, per_member_input: bool = False) -> torch.Tensor:
+        """Outputs of every member.
+
+        ``x``: ``[N, ...]`` shared by all members, or ``[K, N, ...]`` with
+        ``per_member_input=True`` (each member gets its own minibatch). Returns
+        ``[K, N, outputs]``. ``params`` overrides the stored parameters (for training).
+        """
+        params = self.params if params is None else params
+        if self._vectorized is None:
+            self._vectorized = self._vmap_works(params, x, per_member_input)
+        if self._vectorized:
+            in_x = 0 if per_member_input else None
+            return vmap(self._call, in_dims=(0, 0, in_x), randomness="different")(params, self.buffers, x)
+        outs = []
+        for i in range(len(self)):
+            xi = x[i] if per_member_input else x
+            outs.append(self._call({k: v[i] for k, v in params.items()}, {k: v[i] for k, v in self.buffers.items()}, xi))
+        return torch.stack(outs)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+        """Outputs ``[K, N, outputs]`` on shared inputs, in chunks, without gradients."""
+        x = x.to(self.device)
+        return torch.cat([self.forward(x[i:i + chunk]) for i in range(0, x.shape[0], chunk)], dim=1)
+
+    @torch.no_grad()
+    def features(self, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+        """Penultimate-layer features ``[K, N, d]``: the input of the architecture's last ``nn.Linear``."""
+        last = [m for m in self.template.modules() if isinstance(m, nn.Linear)]
+        if not last:
+            raise ExpungeError("representation metrics need a model whose last layer is an nn.Linear")
+        head = last[-1]
+        captured: list[torch.Tensor] = []
+
+        def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            captured.append(inputs[0])
+
+        outs = []
+        x = x.to(self.device)
+        handle = head.register_forward_pre_hook(hook)
+        try:
+            vectorized, self._vectorized = self._vectorized, False  # hooks see one member at a time
+            for i in range(0, x.shape[0], chunk):
+                captured.clear()
+                self.forward(x[i:i + chunk])
+                outs.append(torch.stack(captured))
+        finally:
+            handle.remove()
+            self._vectorized = vectorized
+        return torch.cat(outs, dim=1)
+
+    def _call(self, params: Params, buffers: Params, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.template, (params, buffers), (x,))
+
+    def _vmap_works(self, params: Params, x: torch.Tensor, per_member_input: bool) -> bool:
+        try:
+            probe = x[:, :1] if per_member_input else x[:1]
+            with torch.no_grad():
+                vmap(self._call, in_dims=(0, 0, 0 if per_member_input else None), randomness="different")(
+                    {k: v.detach() for k, v in params.items()}, self.buffers, probe)
+            return True
+        except Exception:  # noqa: BLE001 - any failure means: run members one by one
+            return False
+
+
+def _as_meta(module: nn.Module) -> nn.Module:
+    """A weightless copy of the architecture (parameters on the meta device)."""
+    template = copy.deepcopy(module).to("meta")
+    template.eval()
+    return template
+
+
+def _materialize(template: nn.Module, device: torch.device) -> nn.Module:
+    return copy.deepcopy(template).to_empty(device=device)
+
+
+def _reinitialized(module: nn.Module) -> nn.Module:
+    """A copy of a user module with every layer's ``reset_parameters`` called."""
+    fresh = copy.deepcopy(module)
+    if any(p.is_meta for p in fresh.parameters()):
+        fresh = fresh.to_empty(device="cpu")
+    for layer in fresh.modules():
+        reset = getattr(layer, "reset_parameters", None)
+        if callable(reset):
+            reset()
+    return fresh
