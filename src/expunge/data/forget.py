@@ -1,0 +1,268 @@
+"""Forget-set rules: which training examples a scenario asks to unlearn.
+
+Each rule takes the training set ``D`` and returns a :class:`ForgetSet` (the forget set
+``S`` and, implicitly, the retain set ``D \\ S``). Rules are deterministic given their
+seed, and the ``rule`` string they record describes them fully (e.g.
+``"random:0.1@seed0"``) because reports show it. :func:`parse_forget_rule` reads the
+short forms the CLI accepts.
+
+The scenarios follow the unlearning literature: random forget sets, whole classes,
+sub-classes (a cluster inside one class, after Chundawat et al., "Can bad teaching
+induce forgetting?", AAAI 2023) and explicit ID lists such as deletion requests.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterable
+from numbers import Integral, Real
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from expunge.data.base import ArrayDataset, ForgetSet
+from expunge.errors import ExpungeError
+
+_VALID_SPECS = (
+    "random:0.1 (fraction), random:200 (count), class:3, class:3,5, subclass:3, subclass:3:1 "
+    "(class:cluster[:n_clusters]), ids:1,2,3, ids:@file.txt (one ID per line); "
+    "append @seedN to set the seed"
+)
+_PREDICATE_BATCH = 8192  # examples per predicate call: bounds memory on large training sets
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _require_classification(train: ArrayDataset, rule: str) -> None:
+    if train.task != "classification":
+        raise ExpungeError(f"the {rule} forget rule needs class labels, but this training set is {train.task}")
+
+
+def _existing_classes(train: ArrayDataset) -> list[int]:
+    return torch.unique(train.y).tolist()
+
+
+def _as_class_list(classes: Any) -> list[int]:
+    if isinstance(classes, torch.Tensor):
+        classes = classes.reshape(-1).tolist()
+    elif isinstance(classes, np.ndarray):
+        classes = classes.reshape(-1).tolist()
+    elif _is_int(classes):
+        classes = [classes]
+    elif isinstance(classes, (str, bytes)) or not isinstance(classes, Iterable):
+        raise ExpungeError(f"classes={classes!r} must be a class label or a list of class labels (integers)")
+    classes = list(classes)
+    if not classes or not all(_is_int(c) for c in classes):
+        raise ExpungeError(f"classes={classes!r} must be one or more integer class labels")
+    return sorted({int(c) for c in classes})
+
+
+def _ids_digest(ids: torch.Tensor) -> str:
+    return hashlib.sha256(torch.sort(ids).values.numpy().tobytes()).hexdigest()[:16]
+
+
+def random_forget(train: ArrayDataset, fraction: float | None = None, count: int | None = None, seed: int = 0) -> ForgetSet:
+    """A uniformly random forget set of ``fraction`` of the training set or exactly ``count`` examples.
+
+    Give exactly one of ``fraction`` (strictly between 0 and 1; the count is rounded)
+    and ``count``. The same ``seed`` picks the same examples on every machine.
+    """
+    if (fraction is None) == (count is None):
+        raise ExpungeError("random_forget needs exactly one of fraction=... (e.g. 0.1) or count=... (e.g. 200)")
+    if not _is_int(seed):
+        raise ExpungeError(f"seed={seed!r} must be an integer")
+    n = len(train)
+    if fraction is not None:
+        if isinstance(fraction, bool) or not isinstance(fraction, Real) or not 0.0 < float(fraction) < 1.0:
+            raise ExpungeError(f"fraction={fraction!r} must be strictly between 0 and 1 (use count=... for a number of examples)")
+        size = round(float(fraction) * n)
+        if size < 1:
+            raise ExpungeError(f"fraction={fraction} of {n} training examples selects none: use a larger fraction")
+        rule = f"random:{float(fraction)!r}@seed{seed}"
+    else:
+        if not _is_int(count) or count < 1:
+            raise ExpungeError(f"count={count!r} must be an integer >= 1")
+        size = int(count)
+        if size >= n:
+            raise ExpungeError(f"count={size} is not smaller than the training set ({n} examples): nothing would be retained")
+        rule = f"random:{size}@seed{seed}"
+    generator = torch.Generator().manual_seed(int(seed))
+    positions = torch.randperm(n, generator=generator)[:size]
+    return ForgetSet(train, torch.sort(train.ids[positions]).values, rule)
+
+
+def class_forget(train: ArrayDataset, classes: int | Iterable[int]) -> ForgetSet:
+    """Forget every training example of one or several classes (class-wise unlearning)."""
+    _require_classification(train, "class")
+    wanted = _as_class_list(classes)
+    existing = _existing_classes(train)
+    missing = [c for c in wanted if c not in existing]
+    if missing:
+        raise ExpungeError(f"class {missing[0]} has no training examples; existing classes: {existing}")
+    mask = torch.isin(train.y, torch.tensor(wanted, dtype=train.y.dtype))
+    return ForgetSet(train, torch.sort(train.ids[mask]).values, "class:" + ",".join(map(str, wanted)))
+
+
+def subclass_forget(train: ArrayDataset, cls: int, cluster: int = 0, n_clusters: int = 4, seed: int = 0) -> ForgetSet:
+    """Forget one sub-class: a k-means cluster inside class ``cls``.
+
+    The class's flattened features are clustered with k-means (``n_init=10``,
+    ``random_state=seed``); clusters are numbered by size, largest first, so
+    ``cluster=0`` is the largest sub-population (ties go to the cluster holding the
+    earliest example). The model should forget that sub-population while still
+    recognising the rest of the class.
+    """
+    _require_classification(train, "subclass")
+    for key, value in (("cls", cls), ("cluster", cluster), ("n_clusters", n_clusters), ("seed", seed)):
+        if not _is_int(value):
+            raise ExpungeError(f"{key}={value!r} must be an integer")
+    if n_clusters < 2:
+        raise ExpungeError(f"n_clusters={n_clusters} must be at least 2 (one cluster is the whole class: use class_forget)")
+    if not 0 <= cluster < n_clusters:
+        raise ExpungeError(f"cluster={cluster} must be in 0..{n_clusters - 1} (0 is the largest of {n_clusters} clusters)")
+    existing = _existing_classes(train)
+    if int(cls) not in existing:
+        raise ExpungeError(f"class {cls} has no training examples; existing classes: {existing}")
+    members = torch.nonzero(train.y == int(cls)).flatten()
+    if members.numel() < n_clusters:
+        raise ExpungeError(
+            f"class {cls} has {members.numel()} training examples, fewer than n_clusters={n_clusters}: use fewer clusters"
+        )
+
+    from sklearn.cluster import KMeans
+
+    features = train.x[members].reshape(members.numel(), -1).to(torch.float64).numpy()
+    labels = KMeans(n_clusters=int(n_clusters), n_init=10, random_state=int(seed)).fit_predict(features)
+    sizes = np.bincount(labels, minlength=n_clusters)
+    first = [int(np.flatnonzero(labels == c)[0]) if sizes[c] else len(labels) for c in range(n_clusters)]
+    ranked = sorted(range(n_clusters), key=lambda c: (-sizes[c], first[c]))
+    chosen = members[torch.from_numpy(labels == ranked[cluster])]
+    rule = f"subclass:{int(cls)}:{int(cluster)}:{int(n_clusters)}@seed{int(seed)}"
+    return ForgetSet(train, torch.sort(train.ids[chosen]).values, rule)
+
+
+def ids_forget(train: ArrayDataset, ids: Iterable[int] | torch.Tensor | np.ndarray) -> ForgetSet:
+    """Forget the training examples with these IDs (e.g. a deletion request).
+
+    Unknown, duplicated or no IDs are an error, as is naming the whole training set.
+    """
+    if isinstance(ids, torch.Tensor):
+        tensor = ids.detach().cpu().reshape(-1)
+    else:
+        if _is_int(ids):
+            values = [ids]
+        elif isinstance(ids, np.ndarray):
+            values = ids.reshape(-1).tolist()
+        elif isinstance(ids, Iterable) and not isinstance(ids, (str, bytes)):
+            values = list(ids)
+        else:
+            raise ExpungeError(f"forget IDs must be a list, array or tensor of integer IDs, got {type(ids).__name__}")
+        bad = [v for v in values if not _is_int(v)]
+        if bad:
+            raise ExpungeError(f"forget IDs must be integers, got {bad[0]!r}")
+        tensor = torch.tensor([int(v) for v in values], dtype=torch.int64)
+    if tensor.is_floating_point() or tensor.dtype == torch.bool:
+        raise ExpungeError(f"forget IDs must be integers, got a tensor of dtype {tensor.dtype}")
+    tensor = tensor.to(torch.int64)
+    listed = tensor.tolist()
+    rule = "ids:" + ",".join(map(str, listed)) if len(listed) <= 20 else f"ids:{len(listed)} IDs sha256:{_ids_digest(tensor)}"
+    return ForgetSet(train, tensor, rule)
+
+
+def predicate_forget(
+    train: ArrayDataset, predicate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], description: str | None = None
+) -> ForgetSet:
+    """Forget the training examples for which ``predicate(x, y)`` is True.
+
+    ``predicate`` receives a batch of features and labels and returns a boolean tensor
+    with one entry per example, e.g. ``lambda x, y: (y == 3) & (x[:, 0] > 0)``.
+    ``description`` names the rule in reports (default: the function's name).
+    """
+    if not callable(predicate):
+        raise ExpungeError(f"predicate must be a function (x, y) -> bool tensor, got {type(predicate).__name__}")
+    parts = []
+    for start in range(0, len(train), _PREDICATE_BATCH):
+        x, y = train.x[start : start + _PREDICATE_BATCH], train.y[start : start + _PREDICATE_BATCH]
+        result = predicate(x, y)
+        result = torch.as_tensor(np.asarray(result)) if not isinstance(result, torch.Tensor) else result
+        if result.dtype != torch.bool or result.numel() != x.shape[0]:
+            raise ExpungeError(
+                f"the predicate returned {result.dtype} of shape {tuple(result.shape)} for a batch of {x.shape[0]}: "
+                "it must return one bool per example, e.g. y == 3"
+            )
+        parts.append(result.reshape(-1).cpu())
+    mask = torch.cat(parts)
+    name = description or getattr(predicate, "__name__", type(predicate).__name__)
+    return ForgetSet(train, train.ids[mask], f"predicate:{name}")
+
+
+def _read_id_file(path_text: str, spec: str) -> list[int]:
+    path = Path(path_text).expanduser()
+    if not path.is_file():
+        raise ExpungeError(f"bad forget rule {spec!r}: ID file {path} does not exist")
+    ids = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        text = line.split("#", 1)[0].strip()  # blank lines and # comments are allowed
+        if not text:
+            continue
+        try:
+            ids.append(int(text))
+        except ValueError:
+            raise ExpungeError(f"{path}, line {number}: {text!r} is not an integer ID (one ID per line)") from None
+    return ids
+
+
+def _int_list(text: str, spec: str, what: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ExpungeError(f"bad forget rule {spec!r}: {what} must be comma-separated integers. Valid forms: {_VALID_SPECS}") from None
+    return values
+
+
+def parse_forget_rule(spec: str, train: ArrayDataset, seed: int = 0) -> ForgetSet:
+    """Build a forget set from a CLI rule string.
+
+    Forms: ``random:0.1`` (a fraction: contains ``.`` or is below 1), ``random:200``
+    (a count), ``class:3``, ``class:3,5``, ``subclass:3`` / ``subclass:3:1`` /
+    ``subclass:3:1:8`` (class, cluster, number of clusters), ``ids:1,2,3`` and
+    ``ids:@file.txt`` (one ID per line). A trailing ``@seedN`` overrides ``seed``, so
+    the rule strings recorded in reports parse back to the same forget set.
+    """
+    if not isinstance(spec, str):
+        raise ExpungeError(f"a forget rule must be a string like 'random:0.1', got {type(spec).__name__}")
+    body = spec.strip()
+    match = re.fullmatch(r"(.*[^:])@seed(\d+)", body)
+    if match:
+        body, seed = match.group(1), int(match.group(2))
+    kind, _, argument = body.partition(":")
+    kind, argument = kind.strip().lower(), argument.strip()
+    if not argument:
+        raise ExpungeError(f"bad forget rule {spec!r}. Valid forms: {_VALID_SPECS}")
+
+    if kind == "random":
+        try:
+            number = float(argument)
+        except ValueError:
+            raise ExpungeError(f"bad forget rule {spec!r}: {argument!r} is not a number. Valid forms: {_VALID_SPECS}") from None
+        if "." in argument or number < 1:
+            return random_forget(train, fraction=number, seed=seed)
+        if not number.is_integer():
+            raise ExpungeError(f"bad forget rule {spec!r}: a count must be a whole number. Valid forms: {_VALID_SPECS}")
+        return random_forget(train, count=int(number), seed=seed)
+    if kind == "class":
+        return class_forget(train, _int_list(argument, spec, "classes"))
+    if kind == "subclass":
+        parts = _int_list(argument.replace(":", ","), spec, "class, cluster and number of clusters")
+        if len(parts) > 3:
+            raise ExpungeError(f"bad forget rule {spec!r}: use subclass:CLASS[:CLUSTER[:N_CLUSTERS]]. Valid forms: {_VALID_SPECS}")
+        options = dict(zip(("cluster", "n_clusters"), parts[1:]))
+        return subclass_forget(train, parts[0], seed=seed, **options)
+    if kind == "ids":
+        ids = _read_id_file(argument[1:], spec) if argument.startswith("@") else _int_list(argument, spec, "IDs")
+        return ids_forget(train, ids)
+    raise ExpungeError(f"bad forget rule {spec!r}: unknown kind {kind!r}. Valid forms: {_VALID_SPECS}")
