@@ -35,9 +35,11 @@ def check_output_shape(population: Population, data: ArrayDataset) -> None:
         out = population.forward(data.x[:2].to(population.device))
     expected = 1 if data.task == "regression" else data.num_classes
     if out.dim() != 3 or out.shape[-1] != expected:
+        got = list(out.shape[2:]) if out.dim() >= 3 else list(out.shape[1:])
         raise ExpungeError(
-            f"the model outputs shape {list(out.shape[1:])} per batch but the {data.task} data needs "
-            f"{expected} output(s) per example: change the model's last layer to {expected} outputs"
+            f"the model gives outputs of shape {got} per example but the {data.task} data needs {expected} "
+            f"({'one per class' if data.task == 'classification' else 'one target'}): "
+            f"change the model's last layer to {expected} outputs"
         )
 
 

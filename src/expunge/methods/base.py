@@ -1,0 +1,183 @@
+"""The contract every unlearning method follows.
+
+A method receives an :class:`UnlearningTask` (the original population, the training
+set, per-member forget and retain masks, the original recipe, a seed) and returns a
+**new** population. It never mutates the original. Cost is counted through the task's
+:class:`CostMeter`, so every method reports example-gradient evaluations, forward
+passes and wall time the same way.
+
+Members may carry their own forget and retain sets (per-member masks ``[K, N]``), as
+shadow populations for membership attacks need; each member is unlearned
+independently, and every random stream a member uses is derived from the method seed
+and that member's own seed (:func:`expunge.training.seeds.derive_seed`), so member ``i``
+of a population gives the same result as the same member unlearned alone.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+
+from expunge.data.base import ArrayDataset
+from expunge.errors import ExpungeError
+from expunge.training.batches import MemberBatches
+from expunge.training.cost import Cost
+from expunge.training.population import Population
+from expunge.training.recipe import Recipe
+from expunge.training.seeds import derive_seed
+
+Kind = Literal["reference", "approximate", "exact"]
+
+
+class CostMeter:
+    """Counts what a method spends, per member."""
+
+    def __init__(self, members: int):
+        self.cost = Cost(members=members)
+        self._start = time.perf_counter()
+
+    def gradients(self, examples_all_members: float) -> None:
+        """Record gradient evaluations; the argument counts examples over all members."""
+        self.cost.example_gradients += examples_all_members / self.cost.members
+
+    def forwards(self, examples_all_members: float) -> None:
+        """Record forward-only passes (no gradient), counted over all members."""
+        self.cost.forward_examples += examples_all_members / self.cost.members
+
+    def note(self, message: str) -> None:
+        if message not in self.cost.notes:
+            self.cost.notes.append(message)
+
+    def finish(self) -> Cost:
+        self.cost.wall_time_s = time.perf_counter() - self._start
+        return self.cost
+
+
+@dataclass
+class UnlearningTask:
+    """Everything a method may use. Masks are over training positions, ``[K, N]`` bool."""
+
+    original: Population
+    train: ArrayDataset
+    forget_masks: torch.Tensor
+    retain_masks: torch.Tensor | None
+    recipe: Recipe
+    seed: int = 0
+    progress: Callable[[int, int], None] | None = None
+    meter: CostMeter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.meter = CostMeter(len(self.original))
+
+    @property
+    def members(self) -> int:
+        return len(self.original)
+
+    @property
+    def device(self) -> torch.device:
+        return self.original.device
+
+    @property
+    def x(self) -> torch.Tensor:
+        return self.train.x
+
+    @property
+    def y(self) -> torch.Tensor:
+        return self.train.y
+
+    def member_seeds(self, purpose: str) -> list[int]:
+        """One seed per member for ``purpose``, from the method seed and the member's own seed."""
+        return [derive_seed(self.seed, member_seed, purpose) for member_seed in self.original.seeds]
+
+    def batches(self, masks: torch.Tensor, batch_size: int, purpose: str) -> MemberBatches:
+        """Per-member minibatches over ``masks`` with seeds derived for ``purpose``."""
+        return MemberBatches(masks, batch_size, self.member_seeds(purpose))
+
+    def require_retain(self, method: str) -> torch.Tensor:
+        if self.retain_masks is None:
+            raise ExpungeError(f"method {method!r} needs the retain set: pass retain=... (the examples to keep)")
+        return self.retain_masks
+
+
+def hyperparameter(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse's word
+    """A hyperparameter field: its default and what it means (shown by the CLI and docs)."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class NoHyperparameters:
+    """This method takes no hyperparameters."""
+
+
+class Method(ABC):
+    """Base class of unlearning methods. Subclasses set the class attributes and ``run``.
+
+    ``Hyperparameters`` is a frozen dataclass whose fields (made with
+    :func:`hyperparameter`) are the method's hyperparameters with defaults and help.
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    paper: ClassVar[str]
+    kind: ClassVar[Kind] = "approximate"
+    needs_retain: ClassVar[bool] = False
+    needs_labels: ClassVar[bool] = True
+    tasks: ClassVar[tuple[str, ...]] = ("classification",)
+    forgets: ClassVar[bool] = True  # False for references that are not meant to forget (``original``)
+    Hyperparameters: ClassVar[type] = NoHyperparameters
+
+    @abstractmethod
+    def run(self, task: UnlearningTask, hp: Any) -> Population:
+        """Unlearn and return a new population (the task's original stays untouched)."""
+
+    # hyperparameter handling ------------------------------------------------------
+    @classmethod
+    def hyperparameter_fields(cls) -> list[dataclasses.Field]:
+        return list(dataclasses.fields(cls.Hyperparameters))
+
+    @classmethod
+    def make_hyperparameters(cls, **values: Any) -> Any:
+        """Validate and coerce hyperparameters (strings from the CLI are parsed)."""
+        fields = {f.name: f for f in cls.hyperparameter_fields()}
+        unknown = set(values) - set(fields)
+        if unknown:
+            listing = ", ".join(f"{f.name}: {_type_name(f)} = {f.default!r}" for f in fields.values()) or "none"
+            raise ExpungeError(
+                f"method {cls.name!r} has no hyperparameter(s) {sorted(unknown)}; valid: {listing}"
+            )
+        parsed = {k: _coerce(cls.name, fields[k], v) for k, v in values.items()}
+        return cls.Hyperparameters(**parsed)
+
+
+def _type_name(f: dataclasses.Field) -> str:
+    return f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+
+
+def _coerce(method: str, f: dataclasses.Field, value: Any) -> Any:
+    kind = type(f.default)
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    try:
+        if kind is bool:
+            if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+                return value.lower() in ("true", "1", "yes")
+            raise ValueError
+        if kind is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+            return float(value)
+        if kind is int and isinstance(value, str) and value.lstrip("-").isdigit():
+            return int(value)
+        if kind is str and isinstance(value, str):
+            return value
+        if f.default is None and isinstance(value, (str, int, float)):
+            return value
+    except ValueError:
+        pass
+    raise ExpungeError(
+        f"hyperparameter {f.name!r} of method {method!r} must be {kind.__name__} "
+        f"(default {f.default!r}), got {value!r}"
+    )

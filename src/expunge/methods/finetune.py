@@ -1,0 +1,48 @@
+"""``finetune`` (FT): continue training on the retain set only."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from expunge.methods.base import Method, UnlearningTask, hyperparameter
+from expunge.methods.common import StackedTraining, epochs_over
+from expunge.methods.registry import register
+from expunge.training.population import Population
+
+
+@register
+class Finetune(Method):
+    """Fine-tuning on the retain set ("catastrophic forgetting" of the forget set).
+
+    Warnecke et al., "Machine Unlearning of Features and Labels", NDSS 2023, and the
+    FT baseline of Jia et al., NeurIPS 2023. The forget set is never looked at: its
+    influence fades only as far as further training on the rest overwrites it, which is
+    why FT is a weak but cheap baseline.
+
+    Defaults: 5 epochs of SGD (lr 0.01, momentum 0.9), i.e. a fraction of the original
+    training budget; more epochs approach retraining's cost.
+
+    Example:
+        >>> unlearned, cost = expunge.unlearn(model, forget=f, retain=r, method="finetune", epochs=3)  # doctest: +SKIP
+    """
+
+    name = "finetune"
+    summary = "fine-tune on the retain set"
+    paper = "Warnecke et al., NDSS 2023; Jia et al., NeurIPS 2023 (FT)"
+    needs_retain = True
+    tasks = ("classification", "regression")
+
+    @dataclass(frozen=True)
+    class Hyperparameters:
+        epochs: int = hyperparameter(5, "passes over the retain set")
+        lr: float = hyperparameter(0.01, "SGD learning rate")
+        momentum: float = hyperparameter(0.9, "SGD momentum")
+        weight_decay: float = hyperparameter(0.0, "L2 weight decay")
+        batch_size: int = hyperparameter(128, "minibatch size per member")
+
+    def run(self, task: UnlearningTask, hp: Any) -> Population:
+        retain = task.require_retain(self.name)
+        training = StackedTraining(task, "sgd", hp.lr, hp.momentum, hp.weight_decay)
+        for batch in epochs_over(task, retain, hp.batch_size, hp.epochs, "finetune"):
+            training.step(training.task_loss(batch), batch.active, batch.examples)
+        return training.result()
