@@ -20,7 +20,9 @@ class GradientAscent(Method):
     epochs. A member whose loss becomes non-finite is frozen at its last finite weights
     and reported in the cost record.
 
-    Defaults: 5 epochs over the forget set, SGD lr 0.001, momentum 0.9.
+    Defaults: 2 epochs over the forget set, SGD lr 0.001, momentum 0.9. Measured on
+    MNIST-1D (MLP): class-wise, forget accuracy 95% -> 5% with test accuracy on the other
+    classes 55.5% -> 54.6%; 5 epochs at the same rate collapse the model (test 14%).
 
     Example:
         >>> unlearned, cost = expunge.unlearn(model, forget=f, method="gradient_ascent", lr=1e-3)  # doctest: +SKIP
@@ -32,7 +34,7 @@ class GradientAscent(Method):
 
     @dataclass(frozen=True)
     class Hyperparameters:
-        epochs: int = hyperparameter(5, "passes over the forget set")
+        epochs: int = hyperparameter(2, "passes over the forget set")
         lr: float = hyperparameter(0.001, "SGD learning rate of the ascent")
         momentum: float = hyperparameter(0.9, "SGD momentum")
         batch_size: int = hyperparameter(64, "minibatch size per member")

@@ -86,7 +86,7 @@ class PopulationOptimizer:
                 if everyone:
                     p.sub_(scaled)
                 else:
-                    p.sub_(scaled * self._shape(go, p))
+                    p.copy_(torch.where(self._shape(go, p), p - scaled, p))  # where: NaN * 0 is NaN
         return go
 
     def _update(self, name: str, p: torch.Tensor, g: torch.Tensor, go: torch.Tensor, everyone: bool) -> torch.Tensor:

@@ -1,0 +1,197 @@
+"""Population training engine: equivalence with single models, caching, storage, errors."""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from expunge import ExpungeError, Population, Recipe, load_population, save_population, train_population
+from expunge.training.engine import accuracy
+from expunge.training.optim import PopulationOptimizer
+from expunge.training.store import PopulationCache
+
+FAST = Recipe(model="mlp", model_kwargs={"hidden": [32]}, epochs=5, batch_size=64)
+
+
+def test_member_equals_same_member_trained_alone(gaussians):
+    population, _ = train_population(FAST, gaussians.train, seeds=[3, 4, 5])
+    alone, _ = train_population(FAST, gaussians.train, seeds=[4])
+    for name in population.params:
+        torch.testing.assert_close(population.params[name][1], alone.params[name][0], atol=1e-4, rtol=1e-4)
+
+
+def test_members_differ_and_match_single_model_accuracy(mnist1d):
+    recipe = Recipe(model="mlp", model_kwargs={"hidden": [100, 100]}, epochs=8)
+    population, _ = train_population(recipe, mnist1d.train, members=6)
+    test_acc = accuracy(population, mnist1d.test)
+    assert float(test_acc.std()) > 0.2, "members should differ like independent runs"
+    singles = torch.cat([accuracy(train_population(recipe, mnist1d.train, seeds=[100 + i])[0], mnist1d.test)
+                         for i in range(3)])
+    # Same recipe trained alone with other seeds: the population mean lies within seed noise.
+    noise = 3 * (float(test_acc.std()) + float(singles.std())) + 1.0
+    assert abs(float(test_acc.mean()) - float(singles.mean())) < noise
+    assert float(test_acc.mean()) > 40  # well above 10% chance
+
+
+def test_optimizer_matches_torch_adam_and_sgd():
+    torch.manual_seed(0)
+    for kind, torch_cls, kwargs in [("adam", torch.optim.Adam, {}), ("sgd", torch.optim.SGD, {"momentum": 0.9}),
+                                    ("adamw", torch.optim.AdamW, {"weight_decay": 0.1})]:
+        w = torch.randn(2, 5)
+        ours = {"w": w.clone().requires_grad_(True)}
+        ref = [w[i].clone().requires_grad_(True) for i in range(2)]
+        opt = PopulationOptimizer(ours, kind, lr=0.1, momentum=kwargs.get("momentum", 0.0),
+                                  weight_decay=kwargs.get("weight_decay", 0.0))
+        ref_opts = [torch_cls([p], lr=0.1, **kwargs) for p in ref]
+        for step in range(4):
+            active = torch.tensor([True, step % 2 == 0])  # member 1 skips odd steps
+            opt.step((ours["w"] ** 2).sum(1) + ours["w"].sum(1), active)
+            for i in range(2):
+                if active[i]:
+                    ref_opts[i].zero_grad()
+                    ((ref[i] ** 2).sum() + ref[i].sum()).backward()
+                    ref_opts[i].step()
+        for i in range(2):
+            torch.testing.assert_close(ours["w"][i].detach(), ref[i].detach(), atol=1e-6, rtol=1e-5)
+
+
+def test_divergent_member_is_frozen_and_reported():
+    params = {"w": torch.ones(2, 3, requires_grad=True)}
+    opt = PopulationOptimizer(params, "sgd", lr=0.1)
+    loss = params["w"].sum(1) * torch.tensor([1.0, float("nan")])
+    opt.step(loss)
+    assert opt.diverged.tolist() == [False, True]
+    assert torch.equal(params["w"][1].detach(), torch.ones(3))
+    assert not torch.equal(params["w"][0].detach(), torch.ones(3))
+
+
+def test_keep_masks_restrict_training_data(gaussians):
+    n = len(gaussians.train)
+    masks = torch.zeros(2, n, dtype=torch.bool)
+    masks[0, : n // 2] = True
+    masks[1, n // 2:] = True
+    population, cost = train_population(FAST, gaussians.train, seeds=[0, 1], keep_masks=masks)
+    assert population.info["trained_examples"] == [n // 2, n - n // 2]
+    assert cost.example_gradients == pytest.approx(FAST.epochs * n / 2)
+
+
+def test_keep_mask_of_wrong_length_is_rejected(gaussians):
+    with pytest.raises(ExpungeError, match="keep-mask has shape"):
+        train_population(FAST, gaussians.train, members=2, keep_masks=torch.ones(2, 10, dtype=torch.bool))
+
+
+def test_user_model_with_wrong_output_width_is_rejected(gaussians):
+    with pytest.raises(ExpungeError, match="needs 4"):
+        train_population(FAST, gaussians.train, members=1, model=nn.Linear(10, 3))
+
+
+def test_user_module_population_and_standalone_member(gaussians):
+    model = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 4))
+    population, _ = train_population(FAST, gaussians.train, members=2, model=model)
+    member = population.member(1)
+    x = gaussians.test.x[:7]
+    torch.testing.assert_close(member(x), population.predict(x)[1])
+    assert isinstance(member, nn.Sequential)
+
+
+def test_example_gradients_are_counted(gaussians):
+    _, cost = train_population(FAST, gaussians.train, members=3)
+    assert cost.example_gradients == FAST.epochs * len(gaussians.train)
+    assert cost.members == 3 and cost.wall_time_s > 0
+
+
+def test_safetensors_round_trip(tmp_path, gaussians):
+    population, cost = train_population(FAST, gaussians.train, members=2)
+    path = save_population(population, tmp_path / "pop", cost)
+    assert path.suffix == ".safetensors" and path.with_suffix(".json").exists()
+    loaded, loaded_cost, _ = load_population(path)
+    assert loaded.seeds == population.seeds and loaded_cost.example_gradients == cost.example_gradients
+    torch.testing.assert_close(loaded.predict(gaussians.test.x), population.predict(gaussians.test.x))
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    assert sidecar["spec"]["name"] == "mlp"
+
+
+def test_user_module_needs_template_to_load(tmp_path):
+    population = Population.from_module(nn.Linear(3, 2))
+    path = save_population(population, tmp_path / "user")
+    with pytest.raises(ExpungeError, match="pass model="):
+        load_population(path)
+    loaded, _, _ = load_population(path, model=nn.Linear(3, 2))
+    torch.testing.assert_close(loaded.params["weight"], population.params["weight"])
+
+
+def test_cache_trains_once(tmp_path, gaussians):
+    cache = PopulationCache(tmp_path)
+    calls = []
+
+    def train():
+        calls.append(1)
+        return train_population(FAST, gaussians.train, members=2)
+
+    first, _, hit1 = cache.get_or_train({"a": 1}, train)
+    second, _, hit2 = cache.get_or_train({"a": 1}, train)
+    assert (hit1, hit2) == (False, True) and len(calls) == 1
+    torch.testing.assert_close(first.params["head.weight"], second.params["head.weight"])
+    cache.get_or_train({"a": 2}, train)
+    assert len(calls) == 2
+
+
+def test_crashed_training_leaves_good_cache_entry_intact(tmp_path, gaussians):
+    cache = PopulationCache(tmp_path)
+    good, _, _ = cache.get_or_train({"a": 1}, lambda: train_population(FAST, gaussians.train, members=1))
+    before = sorted(p.name for p in tmp_path.iterdir())
+
+    def crash():
+        raise RuntimeError("power cut")
+
+    with pytest.raises(RuntimeError):
+        cache.get_or_train({"a": 3}, crash)
+    # A crash mid-write (after the weights, before the sidecar) leaves no entry and no temp files.
+    from expunge.training import store
+
+    original_save = store.save_file
+
+    def failing_save(*args, **kwargs):
+        raise OSError("disk full")
+
+    store.save_file = failing_save
+    try:
+        with pytest.raises(OSError):
+            store.save_population(good, tmp_path / (sorted(before)[0].split(".")[0]))
+    finally:
+        store.save_file = original_save
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    again, _, hit = cache.get_or_train({"a": 1}, lambda: pytest.fail("should not retrain"))
+    assert hit
+    torch.testing.assert_close(again.params["head.weight"], good.params["head.weight"])
+
+
+def test_same_seed_same_numbers(gaussians):
+    a, _ = train_population(FAST, gaussians.train, members=2)
+    b, _ = train_population(FAST, gaussians.train, members=2)
+    for name in a.params:
+        assert torch.equal(a.params[name], b.params[name])
+
+
+@pytest.mark.parametrize("name,shape", [("mlp", (40,)), ("cnn1d", (40,)), ("cnn2d", (1, 8, 8)), ("resnet", (3, 16, 16))])
+def test_every_builtin_model_trains_as_population(name, shape):
+    from expunge.data.base import ArrayDataset
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, *shape, generator=g)
+    y = (x.flatten(1).sum(1) > 0).long()
+    data = ArrayDataset(x, y, torch.arange(64), num_classes=2)
+    population, _ = train_population(Recipe(model=name, epochs=3, batch_size=32), data, members=2)
+    assert population.predict(x).shape == (2, 64, 2)
+    assert population.features(x).shape[:2] == (2, 64)
+
+
+def test_unknown_model_name_lists_valid_ones(gaussians):
+    with pytest.raises(ExpungeError, match="Valid models: cnn1d, cnn2d, mlp, resnet"):
+        train_population(Recipe(model="transformer"), gaussians.train)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_population_trains_on_cuda(gaussians):
+    population, _ = train_population(FAST, gaussians.train, members=2, device="cuda")
+    assert population.device.type == "cuda"
