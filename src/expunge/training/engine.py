@@ -84,8 +84,11 @@ def train_population(recipe: Recipe, data: ArrayDataset, members: int | None = N
         for batch in batches.epoch(device):
             outputs = population.forward(x[batch.index], params, per_member_input=True)
             losses = batch.mean(per_example_loss(outputs, y[batch.index], recipe.loss))
-            progress_k = (optimizer.steps.float() / member_total).clamp(max=1.0)
-            lr = recipe.lr * _lr_factors(recipe, progress_k)
+            if recipe.schedule == "constant":
+                lr: float | torch.Tensor = recipe.lr
+            else:
+                progress_k = (optimizer.steps.float() / member_total).clamp(max=1.0)
+                lr = recipe.lr * _lr_factors(recipe, progress_k)
             optimizer.step(losses, batch.active, lr)
             cost.example_gradients += batch.examples / len(seeds)
             done += 1
@@ -98,8 +101,7 @@ def train_population(recipe: Recipe, data: ArrayDataset, members: int | None = N
 
 
 def _lr_factors(recipe: Recipe, progress: torch.Tensor) -> torch.Tensor:
-    return torch.tensor([recipe.lr_factor(float(p)) for p in progress], device=progress.device) \
-        if recipe.schedule != "constant" else torch.ones_like(progress)
+    return torch.tensor([recipe.lr_factor(float(p)) for p in progress], device=progress.device)
 
 
 @torch.no_grad()

@@ -66,58 +66,91 @@ class PopulationOptimizer:
             go = wanted & ~self.diverged
             if not bool(go.any()):
                 return go
-            everyone = bool(go.all())
             self.steps += go.long()
             rate = self.lr if lr is None else lr
-            if isinstance(rate, torch.Tensor) and rate.dim() == 1:
-                if bool((rate == rate[0]).all()):
-                    rate = float(rate[0])
-            for name, grad in zip(names, grads):
-                p = self.params[name]
-                mask = self.update_masks.get(name)
-                if mask is not None:
-                    grad = grad * mask
-                update = self._update(name, p, grad, go, everyone)
-                if mask is not None:
-                    update = update * mask
-                if self.kind == "adamw" and self.weight_decay:
-                    update = update + self.weight_decay * p
-                scaled = update * (self._shape(rate, p) if isinstance(rate, torch.Tensor) else rate)
-                if everyone:
-                    p.sub_(scaled)
-                else:
-                    p.copy_(torch.where(self._shape(go, p), p - scaled, p))  # where: NaN * 0 is NaN
+            if isinstance(rate, torch.Tensor) and bool((rate == rate.flatten()[0]).all()):
+                rate = float(rate.flatten()[0])
+            # Fast path: every member steps, same step count, same rate -> in-place updates.
+            if bool(go.all()) and not isinstance(rate, torch.Tensor) and bool((self.steps == self.steps[0]).all()):
+                self._uniform_step(names, grads, float(rate), int(self.steps[0]))
+            else:
+                self._masked_step(names, grads, go, rate)
         return go
 
-    def _update(self, name: str, p: torch.Tensor, g: torch.Tensor, go: torch.Tensor, everyone: bool) -> torch.Tensor:
+    def _uniform_step(self, names: list[str], grads: list[torch.Tensor], rate: float, t: int) -> None:
+        b1, b2 = self.betas
+        for name, g in zip(names, grads):
+            p, state = self.params[name], self.state[name]
+            mask = self.update_masks.get(name)
+            if mask is not None:
+                g = g * mask
+            if self.weight_decay and self.kind != "adamw":
+                g = g.add(p, alpha=self.weight_decay)
+            if self.kind == "sgd":
+                if self.momentum:
+                    buf = state.get("momentum")
+                    if buf is None:
+                        buf = state["momentum"] = g.clone()
+                    else:
+                        buf.mul_(self.momentum).add_(g)
+                    direction = g.add(buf, alpha=self.momentum) if self.nesterov else buf
+                else:
+                    direction = g
+                if mask is not None:
+                    direction = direction * mask
+                p.sub_(direction, alpha=rate)
+                continue
+            m = state.get("m")
+            if m is None:
+                m, v = state["m"], state["v"] = torch.zeros_like(p), torch.zeros_like(p)
+            v = state["v"]
+            m.lerp_(g, 1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            denom = (v / (1 - b2 ** t)).sqrt_().add_(self.eps)
+            if self.kind == "adamw" and self.weight_decay:
+                p.mul_(1 - rate * self.weight_decay) if mask is None else p.sub_(p * mask, alpha=rate * self.weight_decay)
+            if mask is None:
+                p.addcdiv_(m, denom, value=-rate / (1 - b1 ** t))
+            else:
+                p.sub_(m / denom * mask, alpha=rate / (1 - b1 ** t))
+
+    def _masked_step(self, names: list[str], grads: list[torch.Tensor], go: torch.Tensor,
+                     rate: float | torch.Tensor) -> None:
+        for name, grad in zip(names, grads):
+            p = self.params[name]
+            mask = self.update_masks.get(name)
+            if mask is not None:
+                grad = grad * mask
+            update = self._update(name, p, grad, go)
+            if mask is not None:
+                update = update * mask
+            if self.kind == "adamw" and self.weight_decay:
+                update = update + self.weight_decay * (p if mask is None else p * mask)
+            scaled = update * (self._shape(rate, p) if isinstance(rate, torch.Tensor) else rate)
+            p.copy_(torch.where(self._shape(go, p), p - scaled, p))  # where: NaN * 0 would be NaN
+
+    def _update(self, name: str, p: torch.Tensor, g: torch.Tensor, go: torch.Tensor) -> torch.Tensor:
         """The step direction (before the learning rate); optimiser state advances only where ``go``."""
         state = self.state[name]
         if self.weight_decay and self.kind != "adamw":
             g = g + self.weight_decay * p
-        keep = None if everyone else self._shape(go, p)
+        keep = self._shape(go, p)
 
         def advance(key: str, new: torch.Tensor) -> torch.Tensor:
-            old = state.get(key)
-            state[key] = new if (keep is None or old is None) else torch.where(keep, new, old)
+            old = state.get(key, torch.zeros_like(p))
+            state[key] = torch.where(keep, new, old)
             return new
 
         if self.kind == "sgd":
             if not self.momentum:
                 return g
-            old = state.get("momentum")
-            buf = g.clone() if old is None else self.momentum * old + g
-            if old is not None and not everyone:
-                first = self._shape(self.steps == 1, p)  # a member's first step starts its buffer at g
-                buf = torch.where(first, g, buf)
-            if old is None and keep is not None:
-                buf = buf * keep  # members not stepping keep a zero buffer until their first step
-            buf = advance("momentum", buf)
+            old = state.get("momentum", torch.zeros_like(p))
+            first = self._shape(self.steps == 1, p)  # a member's first step starts its buffer at g
+            buf = advance("momentum", torch.where(first, g, self.momentum * old + g))
             return g + self.momentum * buf if self.nesterov else buf
         b1, b2 = self.betas
-        m_old = state.get("m", torch.zeros_like(p))
-        v_old = state.get("v", torch.zeros_like(p))
-        m = advance("m", torch.lerp(g, m_old, b1))
-        v = advance("v", torch.lerp(g * g, v_old, b2))
+        m = advance("m", torch.lerp(g, state.get("m", torch.zeros_like(p)), b1))
+        v = advance("v", torch.lerp(g * g, state.get("v", torch.zeros_like(p)), b2))
         t = self.steps.clamp(min=1).to(p.dtype)
         m_hat = m / self._shape(1 - b1 ** t, p)
         v_hat = v / self._shape(1 - b2 ** t, p)

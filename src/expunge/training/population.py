@@ -140,6 +140,9 @@ class Population:
         ``[K, N, outputs]``. ``params`` overrides the stored parameters (for training).
         """
         params = self.params if params is None else params
+        if len(self) == 1:  # ordinary single-model call: no vmap overhead
+            return self._call({k: v[0] for k, v in params.items()}, {k: v[0] for k, v in self.buffers.items()},
+                              x[0] if per_member_input else x).unsqueeze(0)
         if self._vectorized is None:
             self._vectorized = self._vmap_works(params, x, per_member_input)
         if self._vectorized:
