@@ -1,0 +1,1 @@
+"""Audits and benchmarks that run methods on scenarios (the layer users touch)."""
