@@ -6,6 +6,7 @@ Quick use::
     unlearned, cost = expunge.unlearn(model, forget=(x_f, y_f), retain=(x_r, y_r), method="salun")
 """
 from expunge.api import unlearn
+from expunge.bench.audit import AuditReport, audit
 from expunge.data import ForgetSet, Split, load_dataset
 from expunge.errors import ExpungeError
 from expunge.methods.registry import available_methods, unlearn_population
@@ -19,7 +20,7 @@ from expunge.training.store import load_population, save_population
 __version__ = "0.1.0"
 
 __all__ = [
-    "Cost", "ExpungeError", "ForgetSet", "Population", "Recipe", "Scenario", "Split", "available_methods",
+    "AuditReport", "Cost", "ExpungeError", "ForgetSet", "Population", "Recipe", "Scenario", "Split", "audit", "available_methods",
     "default_recipe", "load_dataset", "load_population", "save_population", "train_population", "unlearn",
     "unlearn_population",
 ]

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 import expunge
-from expunge.audit.evaluate import (MIN_MEMBERS, AuditData, Outputs, accuracy_family, audit_population,
+from expunge.audit.evaluate import (MIN_MEMBERS, MIN_SHADOWS, AuditData, Outputs, accuracy_family, audit_population,
                                     noise_floors, ulira)
 from expunge.bench.machine import describe
 from expunge.errors import ExpungeError
@@ -88,6 +88,9 @@ def audit(scenario: Scenario, method: str | list[str] | dict[str, dict] = "finet
         raise ExpungeError(f"an audit needs at least {MIN_MEMBERS} members per population (32 or more "
                            f"recommended); got {members}")
     shadow_members = members if shadow_members is None else shadow_members
+    if 0 < shadow_members < MIN_SHADOWS:
+        raise ExpungeError(f"U-LiRA needs at least {MIN_SHADOWS} shadow models (dozens recommended), or 0 to skip "
+                           f"it; got {shadow_members}")
     data = AuditData.build(scenario.split.train, scenario.split.test, scenario.forget_mask, retain_sample, seed)
 
     original, _, _ = _populate(progress, f"original ({members})", lambda cb: scenario.original(members, cb))
