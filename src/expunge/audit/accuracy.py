@@ -30,8 +30,12 @@ from expunge.errors import ExpungeError
 DEFINITION = "accuracy@top1-percent"
 DEFINITIONS = {
     "accuracy": "accuracy@top1-percent",
-    "avg_gap": "avg_gap@ua-ra-ta-mia-vs-oracle-mean",
-    "tow": "tow@fa-ra-ta-product",
+    "FA": "accuracy@forget",
+    "RA": "accuracy@retain",
+    "TA": "accuracy@test",
+    "UA": "ua@100-fa",
+    "avg_gap": "avg_gap@ua-ra-ta-mia",
+    "tow": "tow@fa-ra-ta",
 }
 
 GAP_KEYS = ("FA", "RA", "TA", "MIA")

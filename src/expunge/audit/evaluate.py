@@ -167,16 +167,16 @@ def audit_population(unlearned: Outputs, oracle: Outputs, original: Outputs, dat
         value, std = _stat(fam[key])
         oracle_value, oracle_std = _stat(oracle_family[key])
         metrics[key] = {"value": value, "std": std, "oracle": oracle_value, "oracle_std": oracle_std,
-                        "definition": f"accuracy@{dict(FA='forget', RA='retain', TA='test')[key]}", "unit": "%"}
+                        "definition": accuracy_metrics.DEFINITIONS[key], "unit": "%"}
     value, std = _stat(fam["MIA"])
     oracle_value, oracle_std = _stat(oracle_family["MIA"])
     metrics["MIA"] = {"value": value, "std": std, "oracle": oracle_value, "oracle_std": oracle_std,
                       "definition": mia.DEFINITION, "unit": "%"}
     gaps = accuracy_metrics.gap_metrics({k: fam[k] for k in ("FA", "RA", "TA", "MIA")},
                                         {k: oracle_family[k] for k in ("FA", "RA", "TA", "MIA")})
-    metrics["UA"] = {"value": gaps["UA_method"], "oracle": gaps["UA_oracle"], "definition": "ua@100-fa", "unit": "%"}
-    metrics["AvgGap"] = {"value": gaps["avg_gap"], "definition": "avg_gap@ua-ra-ta-mia", "unit": "pp"}
-    metrics["ToW"] = {"value": gaps["tow"], "definition": "tow@fa-ra-ta"}
+    metrics["UA"] = {"value": gaps["UA_method"], "oracle": gaps["UA_oracle"], "definition": accuracy_metrics.DEFINITIONS["UA"], "unit": "%"}
+    metrics["AvgGap"] = {"value": gaps["avg_gap"], "definition": accuracy_metrics.DEFINITIONS["avg_gap"], "unit": "pp"}
+    metrics["ToW"] = {"value": gaps["tow"], "definition": accuracy_metrics.DEFINITIONS["tow"]}
 
     # NeurIPS 2023 competition: same N for both populations.
     n_common = min(n, oracle.forget.shape[0])
@@ -200,7 +200,7 @@ def audit_population(unlearned: Outputs, oracle: Outputs, original: Outputs, dat
     oracle_test = -np.log(np.clip(true_class_confidence(oracle.test, labels["test"]), 1e-12, None))
     metrics["loss_attack_auc"] = {"value": lira.loss_threshold_auc(losses_forget, losses_test),
                                   "oracle": lira.loss_threshold_auc(oracle_forget, oracle_test),
-                                  "definition": "loss_threshold_auc@forget-vs-test"}
+                                  "definition": lira.DEFINITIONS["loss_attack"]}
 
     k = min(n, oracle.forget.shape[0], original.forget.shape[0])
     for split, attr in (("forget", "features_forget"), ("test", "features_test")):

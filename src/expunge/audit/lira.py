@@ -46,7 +46,7 @@ from expunge.errors import ExpungeError
 DEFINITION = "ulira@gaussian"
 DEFINITIONS = {
     "ulira": "ulira@gaussian",
-    "loss_attack": "loss_attack@population-threshold-auc",
+    "loss_attack": "loss_threshold_auc@forget-vs-test",
 }
 
 
