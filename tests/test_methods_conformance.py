@@ -124,7 +124,7 @@ OTHER_CLASSES_TOLERANCE = 12.0
 
 @pytest.fixture(scope="module")
 def classwise(mnist1d):
-    recipe = default_recipe("mnist1d").with_(epochs=15)
+    recipe = default_recipe("mnist1d")  # the recipe method defaults are tuned for
     original, _ = train_population(recipe, mnist1d.train, seeds=[0, 1])
     forget = class_forget(mnist1d.train, [FORGET_CLASS]).forget_mask
     test_other = torch.nonzero(mnist1d.test.y != FORGET_CLASS).flatten()

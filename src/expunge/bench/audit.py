@@ -147,9 +147,11 @@ def _audit_method(scenario: Scenario, name: str, hp: dict, original, oracle_cost
                              "metrics": {}, "cost": None, "plots": {}}
     start = time.perf_counter()
     try:
+        bar = progress(name)
         unlearned, cost = unlearn_population(original, scenario.split.train, scenario.forget_mask,
                                              scenario.retain_mask, name, scenario.recipe, seed,
-                                             progress=progress(name), **hp)
+                                             progress=bar, **hp)
+        bar(1, 1) if cost.example_gradients == 0 else None  # methods without steps report no progress
         entry["hyperparameters"] = unlearned.info.get("hyperparameters", hp)
         entry["cost"] = cost.to_json()
         if cost.diverged:

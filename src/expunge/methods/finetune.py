@@ -19,8 +19,11 @@ class Finetune(Method):
     influence fades only as far as further training on the rest overwrites it, which is
     why FT is a weak but cheap baseline.
 
-    Defaults: 5 epochs of SGD (lr 0.01, momentum 0.9), i.e. a fraction of the original
-    training budget; more epochs approach retraining's cost.
+    Defaults: 5 epochs of SGD (lr 0.05, momentum 0.9), a sixth of the MNIST-1D recipe's
+    budget. The papers use lr 0.01-0.1 for 10 epochs on CIFAR-10; on MNIST-1D (MLP)
+    lr 0.01 left a forgotten class at 89% accuracy, lr 0.05 brings it to 33% with test
+    accuracy on the other classes unchanged (58.2% -> 58.4%), lr 0.1 to 0.3% at a cost of
+    10 points of retain accuracy.
 
     Example:
         >>> unlearned, cost = expunge.unlearn(model, forget=f, retain=r, method="finetune", epochs=3)  # doctest: +SKIP
@@ -35,7 +38,7 @@ class Finetune(Method):
     @dataclass(frozen=True)
     class Hyperparameters:
         epochs: int = hyperparameter(5, "passes over the retain set")
-        lr: float = hyperparameter(0.01, "SGD learning rate")
+        lr: float = hyperparameter(0.05, "SGD learning rate")
         momentum: float = hyperparameter(0.9, "SGD momentum")
         weight_decay: float = hyperparameter(0.0, "L2 weight decay")
         batch_size: int = hyperparameter(128, "minibatch size per member")

@@ -20,9 +20,11 @@ class GradientAscent(Method):
     epochs. A member whose loss becomes non-finite is frozen at its last finite weights
     and reported in the cost record.
 
-    Defaults: 2 epochs over the forget set, SGD lr 0.001, momentum 0.9. Measured on
-    MNIST-1D (MLP): class-wise, forget accuracy 95% -> 5% with test accuracy on the other
-    classes 55.5% -> 54.6%; 5 epochs at the same rate collapse the model (test 14%).
+    Defaults: 3 epochs over the forget set, SGD lr 0.002, momentum 0.9. Measured on
+    MNIST-1D (MLP, 4 members): class-wise, forget accuracy 99.9% -> 10% with test accuracy
+    on the other classes 58.2% -> 54.3%; at lr 0.001 the class stays at 92%. Ascent has a
+    sharp threshold: on a random 10% forget set the same setting also costs 15 points of
+    retain accuracy, the known weakness of GA.
 
     Example:
         >>> unlearned, cost = expunge.unlearn(model, forget=f, method="gradient_ascent", lr=1e-3)  # doctest: +SKIP
@@ -34,8 +36,8 @@ class GradientAscent(Method):
 
     @dataclass(frozen=True)
     class Hyperparameters:
-        epochs: int = hyperparameter(2, "passes over the forget set")
-        lr: float = hyperparameter(0.001, "SGD learning rate of the ascent")
+        epochs: int = hyperparameter(3, "passes over the forget set")
+        lr: float = hyperparameter(0.002, "SGD learning rate of the ascent")
         momentum: float = hyperparameter(0.9, "SGD momentum")
         batch_size: int = hyperparameter(64, "minibatch size per member")
 
