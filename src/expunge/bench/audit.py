@@ -147,11 +147,11 @@ def _audit_method(scenario: Scenario, name: str, hp: dict, original, oracle_cost
                              "metrics": {}, "cost": None, "plots": {}}
     start = time.perf_counter()
     try:
-        bar = progress(name)
+        bar = _Bar(progress(name))
         unlearned, cost = unlearn_population(original, scenario.split.train, scenario.forget_mask,
                                              scenario.retain_mask, name, scenario.recipe, seed,
                                              progress=bar, **hp)
-        bar(1, 1) if cost.example_gradients == 0 else None  # methods without steps report no progress
+        bar.finish()
         entry["hyperparameters"] = unlearned.info.get("hyperparameters", hp)
         entry["cost"] = cost.to_json()
         if cost.diverged:
@@ -185,6 +185,21 @@ def _audit_method(scenario: Scenario, name: str, hp: dict, original, oracle_cost
         entry["error"] = str(error)
     entry["audit_wall_time_s"] = time.perf_counter() - start
     return entry
+
+
+class _Bar:
+    """A progress callback that can be completed by hand (for methods that report no steps)."""
+
+    def __init__(self, callback: Callable[[int, int], None]):
+        self.callback, self.called = callback, False
+
+    def __call__(self, done: int, total: int) -> None:
+        self.called = True
+        self.callback(done, total)
+
+    def finish(self) -> None:
+        if not self.called:
+            self.callback(1, 1)
 
 
 class _Failed(Exception):
