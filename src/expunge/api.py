@@ -76,8 +76,12 @@ def _output_width(population: Population, forget: Any) -> int | None:
     probe = as_dataset(forget)
     if probe.task != "classification":
         return None
-    with torch.no_grad():
-        out = population.forward(probe.x[:1].to(population.device))
+    try:
+        with torch.no_grad():
+            out = population.forward(probe.x[:1].to(population.device))
+    except RuntimeError as error:
+        raise ExpungeError(f"the model cannot run on the forget examples (shaped {list(probe.input_shape)}): "
+                           f"{error}") from None
     width = int(out.shape[-1])
     labels = probe.y
     if int(labels.max()) >= width:

@@ -31,8 +31,11 @@ def member_seeds(recipe: Recipe, members: int) -> list[int]:
 
 def check_output_shape(population: Population, data: ArrayDataset) -> None:
     """Fail clearly when a model's output does not match the task."""
-    with torch.no_grad():
-        out = population.forward(data.x[:2].to(population.device))
+    try:
+        with torch.no_grad():
+            out = population.forward(data.x[:2].to(population.device))
+    except RuntimeError as error:
+        raise ExpungeError(f"the model cannot run on examples shaped {list(data.input_shape)}: {error}") from None
     expected = 1 if data.task == "regression" else data.num_classes
     if out.dim() != 3 or out.shape[-1] != expected:
         got = list(out.shape[2:]) if out.dim() >= 3 else list(out.shape[1:])
