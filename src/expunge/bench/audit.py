@@ -166,9 +166,10 @@ def _audit_method(scenario: Scenario, name: str, hp: dict, original, oracle_cost
         metrics["cost_time_ratio"] = {"value": ratios["wall_time"], "definition": "cost@wall-time/retrain"}
         if shadow is not None:
             shadow_pop, shadow_forget, shadow_retain, shadow_out = shadow
+            shadow_bar = _Bar(progress(f"{name} on shadows"))
             shadow_unlearned, _ = unlearn_population(shadow_pop, scenario.split.train, shadow_forget, shadow_retain,
-                                                     name, scenario.recipe, seed + 1,
-                                                     progress=progress(f"{name} on shadows"), **hp)
+                                                     name, scenario.recipe, seed + 1, progress=shadow_bar, **hp)
+            shadow_bar.finish()
             attack = ulira(shadow_unlearned, shadow_forget, shadow_out, data)
             definition = "ulira@gaussian"
             metrics["ULiRA_auc"] = {"value": attack["auc"], "noise_floor": 0.5, "definition": definition,
