@@ -26,17 +26,7 @@ from expunge.audit.klom import klom
 from expunge.audit.lira import ulira_scores
 from expunge.audit.mia import mia_efficacy
 from expunge.audit.representation import knn_probe_accuracy, linear_cka
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from expunge.bench.machine import cpu_model
 
 
 def median_seconds(function, repeats: int) -> float:

@@ -14,27 +14,17 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import statistics
 import time
 
 import torch
 from torch import nn
 
+from expunge.bench.machine import cpu_model
 from expunge.data import load_dataset
 from expunge.models import build_model
 from expunge.training.engine import accuracy, model_spec, train_population
 from expunge.training.recipe import default_recipe
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def matmul_flops(size: int = 2048, repeats: int = 5) -> float:

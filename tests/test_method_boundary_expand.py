@@ -3,7 +3,13 @@ import pytest
 import torch
 from torch import nn
 
-from expunge import ExpungeError, Population, Recipe, train_population, unlearn_population
+from expunge import (
+    ExpungeError,
+    Population,
+    Recipe,
+    train_population,
+    unlearn_population,
+)
 from expunge.data import class_forget
 from expunge.methods.base import UnlearningTask
 from expunge.methods.boundary_expand import output_layer, widen

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from expunge.audit import accuracy as accuracy_module
-from expunge.audit import competition, klom as klom_module, lira, mia, representation, scores
+from expunge.audit import competition, lira, mia, representation, scores
+from expunge.audit import klom as klom_module
 from expunge.audit.accuracy import accuracy, gap_metrics, tug_of_war
 from expunge.audit.competition import (
     bin_scores,
@@ -19,7 +20,12 @@ from expunge.audit.competition import (
     forgetting_quality,
 )
 from expunge.audit.klom import klom, klom_p95
-from expunge.audit.lira import attack_metrics, loss_threshold_auc, roc_curve, ulira_scores
+from expunge.audit.lira import (
+    attack_metrics,
+    loss_threshold_auc,
+    roc_curve,
+    ulira_scores,
+)
 from expunge.audit.mia import confidence_roc, mia_efficacy, mia_efficacy_population
 from expunge.audit.representation import knn_predict, knn_probe_accuracy, linear_cka
 from expunge.audit.scores import margin, phi, predictions, true_class_confidence

@@ -5,7 +5,14 @@ import pytest
 import torch
 from torch import nn
 
-from expunge import ExpungeError, Population, Recipe, load_population, save_population, train_population
+from expunge import (
+    ExpungeError,
+    Population,
+    Recipe,
+    load_population,
+    save_population,
+    train_population,
+)
 from expunge.training.engine import accuracy
 from expunge.training.optim import PopulationOptimizer
 from expunge.training.store import PopulationCache

@@ -67,7 +67,9 @@ def member_sample(n_retain: int, n_test: int, seed: int = 0) -> np.ndarray:
 
 
 def _fit_predict(members: np.ndarray, nonmembers: np.ndarray, targets: np.ndarray) -> float:
-    from sklearn.svm import SVC  # imported here: sklearn's import cost is only paid when used
+    from sklearn.svm import (
+        SVC,  # imported here: sklearn's import cost is only paid when used
+    )
 
     features = np.concatenate([members, nonmembers])[:, None]
     is_member = np.r_[np.ones(members.size), np.zeros(nonmembers.size)]

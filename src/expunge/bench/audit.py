@@ -13,11 +13,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import expunge
-from expunge.audit.evaluate import (MIN_MEMBERS, MIN_SHADOWS, AuditData, Outputs, accuracy_family, audit_population,
-                                    noise_floors, ulira)
+from expunge.audit.evaluate import (
+    MIN_MEMBERS,
+    MIN_SHADOWS,
+    AuditData,
+    Outputs,
+    accuracy_family,
+    audit_population,
+    noise_floors,
+    ulira,
+)
 from expunge.bench.machine import describe
 from expunge.errors import ExpungeError
 from expunge.methods.registry import get_method, unlearn_population

@@ -94,8 +94,8 @@ class BadTeacher(Method):
         total, done = sum(p.max_steps for p in plans), 0
         for batches in plans:
             for batch in batches.epoch(task.device):
-                good = teacher_outputs(task, competent, batch.index)
-                bad = teacher_outputs(task, incompetent, batch.index)
+                good = teacher_outputs(task, competent, batch)
+                bad = teacher_outputs(task, incompetent, batch)
                 forget = torch.gather(task.forget_masks, 1, batch.index).unsqueeze(-1)
                 target = torch.where(forget, bad, good)
                 divergence = batch.mean(kl_to(student.outputs(batch.index), target, hp.temperature))

@@ -98,6 +98,11 @@ class UnlearningTask:
         """Per-member minibatches over ``masks`` with seeds derived for ``purpose``."""
         return MemberBatches(masks, batch_size, self.member_seeds(purpose))
 
+    def report_progress(self, done: int, total: int) -> None:
+        """Tell the caller's progress bar how far the method is (steps done of total)."""
+        if self.progress is not None:
+            self.progress(done, total)
+
     def require_retain(self, method: str) -> torch.Tensor:
         if self.retain_masks is None:
             raise ExpungeError(f"method {method!r} needs the retain set: pass retain=... (the examples to keep)")

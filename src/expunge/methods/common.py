@@ -1,10 +1,12 @@
 """Building blocks shared by gradient-based methods: stacked training and teacher outputs."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
 from expunge.methods.base import UnlearningTask
-from expunge.training.batches import Batch
+from expunge.training.batches import Batch, MemberBatches
 from expunge.training.losses import per_example_loss
 from expunge.training.optim import PopulationOptimizer
 from expunge.training.population import Params, Population
@@ -54,10 +56,10 @@ class StackedTraining:
 
 
 @torch.no_grad()
-def teacher_outputs(task: UnlearningTask, teacher: Population, index: torch.Tensor) -> torch.Tensor:
-    """Outputs of a fixed (teacher) population on per-member batch positions, counted as forward passes."""
-    task.meter.forwards(float(index.numel()))
-    return teacher.forward(task.x[index], per_member_input=True)
+def teacher_outputs(task: UnlearningTask, teacher: Population, batch: Batch) -> torch.Tensor:
+    """Outputs of a fixed (teacher) population on a per-member batch, counted as forward passes."""
+    task.meter.forwards(batch.examples)  # real examples, not padding
+    return teacher.forward(task.x[batch.index], per_member_input=True)
 
 
 def epochs_over(task: UnlearningTask, masks: torch.Tensor, batch_size: int, epochs: int, purpose: str):
@@ -68,5 +70,41 @@ def epochs_over(task: UnlearningTask, masks: torch.Tensor, batch_size: int, epoc
         for batch in batches.epoch(task.device):
             yield batch
             done += 1
-            if task.progress is not None:
-                task.progress(done, total)
+            task.report_progress(done, total)
+
+
+class CycledBatches:
+    """Endless per-member minibatches over ``masks``: ``itertools.cycle`` of a loader, per member.
+
+    Each member has its own stream, seeded from its own seed for ``purpose``, that
+    reshuffles whenever that member's pass over its examples ends. :meth:`next`
+    advances only the members named active, so a member's sequence of batches is the
+    same whether it is unlearned alone or beside members whose epochs are longer.
+    """
+
+    def __init__(self, task: UnlearningTask, masks: torch.Tensor, batch_size: int, purpose: str):
+        seeds = task.member_seeds(purpose)
+        self.device = task.device
+        self.streams = [_endless(MemberBatches(masks[k:k + 1], batch_size, [seeds[k]]), self.device)
+                        for k in range(task.members)]
+        self.batch_size = int(batch_size)
+
+    def next(self, active: torch.Tensor) -> Batch:
+        """The next batch of every active member; inactive members get an all-padding batch."""
+        idle_index = torch.zeros(1, self.batch_size, dtype=torch.long, device=self.device)
+        idle_weight = torch.zeros(1, self.batch_size, device=self.device)
+        indices, weights = [], []
+        for stream, go in zip(self.streams, active.tolist()):
+            if go:
+                batch = next(stream)
+                indices.append(batch.index)
+                weights.append(batch.weight)
+            else:
+                indices.append(idle_index)
+                weights.append(idle_weight)
+        return Batch(torch.cat(indices), torch.cat(weights), active.to(self.device))
+
+
+def _endless(batches: MemberBatches, device: torch.device) -> Iterator[Batch]:
+    while True:
+        yield from batches.epoch(device)

@@ -1,17 +1,13 @@
 """``neggrad_plus`` (NegGrad+): descend the retain-set loss while ascending the forget-set loss."""
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from expunge.errors import ExpungeError
 from expunge.methods.base import Method, UnlearningTask, hyperparameter
-from expunge.methods.common import StackedTraining, epochs_over
+from expunge.methods.common import CycledBatches, StackedTraining, epochs_over
 from expunge.methods.registry import register
-from expunge.training.batches import Batch, MemberBatches
 from expunge.training.population import Population
 
 
@@ -81,40 +77,3 @@ class NegGradPlus(Method):
             examples = retain_batch.examples + forget_batch.examples
             training.step(losses, active, examples)
         return training.result()
-
-
-class CycledBatches:
-    """Endless per-member minibatches over ``masks``: ``itertools.cycle`` of a loader, per member.
-
-    Each member has its own stream, seeded from its own seed for ``purpose``, that
-    reshuffles whenever that member's pass over its examples ends. :meth:`next`
-    advances only the members named active, so a member's sequence of batches is the
-    same whether it is unlearned alone or beside members whose epochs are longer.
-    """
-
-    def __init__(self, task: UnlearningTask, masks: torch.Tensor, batch_size: int, purpose: str):
-        seeds = task.member_seeds(purpose)
-        self.device = task.device
-        self.streams = [_endless(MemberBatches(masks[k:k + 1], batch_size, [seeds[k]]), self.device)
-                        for k in range(task.members)]
-        self.batch_size = int(batch_size)
-
-    def next(self, active: torch.Tensor) -> Batch:
-        """The next batch of every active member; inactive members get an all-padding batch."""
-        idle_index = torch.zeros(1, self.batch_size, dtype=torch.long, device=self.device)
-        idle_weight = torch.zeros(1, self.batch_size, device=self.device)
-        indices, weights = [], []
-        for stream, go in zip(self.streams, active.tolist()):
-            if go:
-                batch = next(stream)
-                indices.append(batch.index)
-                weights.append(batch.weight)
-            else:
-                indices.append(idle_index)
-                weights.append(idle_weight)
-        return Batch(torch.cat(indices), torch.cat(weights), active.to(self.device))
-
-
-def _endless(batches: MemberBatches, device: torch.device) -> Iterator[Batch]:
-    while True:
-        yield from batches.epoch(device)

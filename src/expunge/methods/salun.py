@@ -98,17 +98,13 @@ class SalUn(Method):
                 wrong = (task.y[batch.index] + torch.gather(shift, 1, batch.index)) % classes
                 training.step(training.task_loss(batch, wrong), batch.active, batch.examples)
                 done += 1
-                _report(task, done, total)
+                task.report_progress(done, total)
             for batch in retain_batches.epoch(task.device):
                 training.step(training.task_loss(batch), batch.active, batch.examples)
                 done += 1
-                _report(task, done, total)
+                task.report_progress(done, total)
         return training.result()
 
-
-def _report(task: UnlearningTask, done: int, total: int) -> None:
-    if task.progress is not None:
-        task.progress(done, total)
 
 
 def forget_gradients(task: UnlearningTask, batch_size: int) -> Params:

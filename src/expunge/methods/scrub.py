@@ -119,22 +119,18 @@ class Scrub(Method):
             # where the KL's gradient is exactly zero (see the class docstring).
             if 0 < epoch < hp.max_steps:
                 for batch in forget_batches.epoch(task.device):
-                    target = teacher_outputs(task, teacher, batch.index)
+                    target = teacher_outputs(task, teacher, batch)
                     divergence = batch.mean(kl_to(student.outputs(batch.index), target, hp.temperature))
                     student.step(-scale * divergence, batch.active, batch.examples)
                     done += 1
-                    _report(task, done, total)
+                    task.report_progress(done, total)
             for batch in retain_batches.epoch(task.device):
-                target = teacher_outputs(task, teacher, batch.index)
+                target = teacher_outputs(task, teacher, batch)
                 outputs = student.outputs(batch.index)
                 divergence = batch.mean(kl_to(outputs, target, hp.temperature))
                 task_loss = batch.mean(per_example_loss(outputs, task.y[batch.index], task.recipe.loss))
                 student.step(hp.alpha * scale * divergence + hp.gamma * task_loss, batch.active, batch.examples)
                 done += 1
-                _report(task, done, total)
+                task.report_progress(done, total)
         return student.result()
 
-
-def _report(task: UnlearningTask, done: int, total: int) -> None:
-    if task.progress is not None:
-        task.progress(done, total)
