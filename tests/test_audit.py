@@ -79,7 +79,7 @@ def test_diverged_method_is_reported_as_failed_and_the_rest_still_audited(tmp_pa
 
     recipe = Recipe(model_kwargs={"hidden": [16]}, epochs=2)
     scenario = Scenario.build("gaussians", "random:0.1", recipe=recipe, cache=PopulationCache(tmp_path))
-    report = audit(scenario, {"gradient_ascent": {"lr": 1e12, "epochs": 20}, "finetune": {"epochs": 1}},
+    report = audit(scenario, {"gradient_ascent": {"lr": 1e12, "epochs": 20, "stop_loss": 0.0}, "finetune": {"epochs": 1}},
                    members=2, shadow_members=0)
     assert report["gradient_ascent"]["status"] == "failed"
     assert "diverged" in report["gradient_ascent"]["error"]
