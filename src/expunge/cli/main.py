@@ -231,9 +231,9 @@ def demo(quick: bool = typer.Option(False, "--quick", help="low resolution (N = 
     """The main job: MNIST-1D, random 10% forget set, a leaderboard of methods audited against retraining."""
     n = members or (8 if quick else 32)
     methods = QUICK_METHODS if quick else DEMO_METHODS
-    scenario = _scenario("mnist1d", "random:0.1", None, 15 if quick else None, 0, device)
+    scenario = _scenario("mnist1d", "random:0.1", None, None, 0, device)
     if quick:
-        console.print("[bold yellow]LOW RESOLUTION[/] (--quick): N = 8 models per population, 15 training epochs, "
+        console.print("[bold yellow]LOW RESOLUTION[/] (--quick): N = 8 models per population, "
                       "6 methods. F's ceiling is ln(7) and KLoM histograms are coarse: use the full demo for "
                       "figures you report.")
     _run_audit(scenario, methods, n, n, out, "quick" if quick else "full")
