@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import math
 import numbers
 import os
@@ -28,7 +27,7 @@ import numpy as np
 from expunge.audit.mia import DEFINITIONS as MIA_DEFINITIONS
 from expunge.audit.scores import DEFINITIONS as SCORE_DEFINITIONS
 from expunge.errors import ExpungeError
-from expunge.training.store import _atomic_write
+from expunge.files import atomic_write, json_text
 
 DASH = "–"
 
@@ -811,16 +810,13 @@ def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike) -> tuple
     existing good report is left untouched and no partial file remains.
     """
     out_dir = Path(out_dir)
-    json_text = json.dumps(report, indent=1)
+    report_json = json_text(report, indent=1)
     html_text = render_html(report)
 
     def writer(text: str) -> Callable[[Path], None]:
-        def write(tmp: Path) -> None:
-            tmp.write_text(text, encoding="utf-8")
-            os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is meant to be shared
-        return write
+        return lambda tmp: tmp.write_text(text, encoding="utf-8")
 
     json_path, html_path = out_dir / "report.json", out_dir / "report.html"
-    _atomic_write(json_path, writer(json_text))
-    _atomic_write(html_path, writer(html_text))
+    atomic_write(json_path, writer(report_json))
+    atomic_write(html_path, writer(html_text))
     return json_path, html_path

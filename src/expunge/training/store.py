@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from expunge.errors import ExpungeError
+from expunge.files import atomic_write, json_text
 from expunge.models.registry import ModelSpec, build_model
 from expunge.training.cost import Cost
 from expunge.training.population import Population
@@ -33,18 +33,6 @@ FORMAT_VERSION = 1
 def default_home() -> Path:
     """Where expunge keeps artifacts: ``$EXPUNGE_HOME``, else ``~/.cache/expunge``."""
     return Path(os.environ.get("EXPUNGE_HOME") or Path.home() / ".cache" / "expunge")
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_population(population: Population, path: str | Path, cost: Cost | None = None,
@@ -60,8 +48,8 @@ def save_population(population: Population, path: str | Path, cost: Cost | None 
         "spec": population.spec.to_json() if population.spec is not None else None,
         "info": population.info, "cost": cost.to_json() if cost is not None else None, "extra": extra or {},
     }
-    _atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": str(FORMAT_VERSION)}))
-    _atomic_write(_sidecar(path), lambda tmp: tmp.write_text(json.dumps(sidecar, indent=1, default=str)))
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": str(FORMAT_VERSION)}))
+    atomic_write(_sidecar(path), lambda tmp: tmp.write_text(json_text(sidecar, indent=1)))
     return path
 
 
