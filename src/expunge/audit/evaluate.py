@@ -65,12 +65,12 @@ class Outputs:
             raise ExpungeError(f"population metrics need at least {MIN_MEMBERS} members "
                                f"(32 or more recommended); this population has {len(population)}")
         x = data.train.x
-        return cls(population.predict(x[data.forget_positions]).numpy(),
-                   population.predict(x[data.retain_positions]).numpy(),
-                   population.predict(data.test.x).numpy(),
-                   population.features(x[data.forget_positions]).numpy(),
-                   population.features(data.test.x).numpy(),
-                   population.features(x[data.retain_sample]).numpy())
+        return cls(population.predict(x[data.forget_positions]).cpu().numpy(),
+                   population.predict(x[data.retain_positions]).cpu().numpy(),
+                   population.predict(data.test.x).cpu().numpy(),
+                   population.features(x[data.forget_positions]).cpu().numpy(),
+                   population.features(data.test.x).cpu().numpy(),
+                   population.features(x[data.retain_sample]).cpu().numpy())
 
 
 def _labels(data: AuditData) -> dict[str, np.ndarray]:
@@ -136,7 +136,7 @@ def ulira(shadow_unlearned: Population, shadow_in: torch.Tensor, shadow_out: tor
         raise ExpungeError(f"U-LiRA needs at least {MIN_SHADOWS} shadow models (dozens recommended); got {members}")
     labels = _labels(data)
     x = data.train.x[data.forget_positions]
-    phi_shadow = phi(shadow_unlearned.predict(x).numpy(), labels["forget"])  # [M, n_forget]
+    phi_shadow = phi(shadow_unlearned.predict(x).cpu().numpy(), labels["forget"])  # [M, n_forget]
     in_mask = shadow_in[:, data.forget_positions].numpy()
     out_mask = shadow_out[:, data.forget_positions].numpy()
     pairs = (members + 1) // 2
