@@ -45,8 +45,7 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 def progress_bars() -> Iterator[Callable[[str], Callable[[int, int], None]]]:
     """Yields ``task(description) -> callback(done, total)`` driving one bar per task."""
     with Progress(TextColumn("[bold]{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
-                  disable=not sys.stdout.isatty() and False) as bars:
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as bars:
         def task(description: str) -> Callable[[int, int], None]:
             task_id = bars.add_task(description, total=None)
 
