@@ -31,7 +31,7 @@ def leaderboard(report: dict[str, Any]) -> Table:
                ("MIA-Eff. (oracle)", "right"), ("Avg.Gap", "right"), ("F (floor)", "right"),
                ("KLoM forget P95 (floor)", "right"), ("U-LiRA AUC", "right"), ("cost ratio", "right")]
     for name, justify in columns:
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for entry in report["methods"]:
         if entry["status"] != "ok":
             table.add_row(entry["method"], f"[red]failed: {entry['error']}[/]", *[""] * (len(columns) - 2))

@@ -20,7 +20,7 @@ from rich.progress import (
 
 from expunge.errors import ExpungeError
 
-console = Console(width=None if sys.stdout.isatty() else 140)
+console = Console(width=None if sys.stdout.isatty() else 160)
 error_console = Console(stderr=True)
 
 
