@@ -5,6 +5,7 @@ Quick use::
     import expunge
     unlearned, cost = expunge.unlearn(model, forget=(x_f, y_f), retain=(x_r, y_r), method="salun")
 """
+from expunge._version import __version__
 from expunge.api import unlearn
 from expunge.bench.audit import AuditReport, audit
 from expunge.data import ForgetSet, Split, load_dataset
@@ -16,8 +17,6 @@ from expunge.training.population import Population
 from expunge.training.recipe import Recipe, default_recipe
 from expunge.training.scenario import Scenario
 from expunge.training.store import load_population, save_population
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AuditReport", "Cost", "ExpungeError", "ForgetSet", "Population", "Recipe", "Scenario", "Split", "audit", "available_methods",

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import expunge
+from expunge._version import __version__
 from expunge.audit.evaluate import (
     MIN_MEMBERS,
     MIN_SHADOWS,
@@ -122,7 +122,7 @@ def audit(scenario: Scenario, method: str | list[str] | dict[str, dict] = "finet
         entries.append(_audit_method(scenario, name, hp, original, oracle_cost, shadow, data, outputs, floors,
                                      oracle_family, seed, progress))
     return AuditReport({
-        "expunge_version": expunge.__version__,
+        "expunge_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": describe(scenario.device),
         "resolution": resolution,
