@@ -5,7 +5,7 @@ Quick use::
     import expunge
     unlearned, cost = expunge.unlearn(model, forget=(x_f, y_f), retain=(x_r, y_r), method="salun")
 """
-from expunge._version import __version__
+from expunge._version import __version__ as __version__
 from expunge.api import unlearn
 from expunge.bench.audit import AuditReport, audit
 from expunge.data import ForgetSet, Split, load_dataset
