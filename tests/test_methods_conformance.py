@@ -171,3 +171,16 @@ def test_divergent_ascent_is_stopped_and_reported(setting):
     assert cost.diverged, "an ascent with lr 1e12 must diverge"
     assert any("diverged" in note for note in cost.notes)
     assert all(torch.isfinite(v).all() for v in unlearned.params.values())
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if not available_methods()[m].needs_labels])
+def test_label_free_methods_ignore_labels(method, setting):
+    from expunge.data.base import ArrayDataset
+
+    train, original, forget = setting
+    shuffled = ArrayDataset(train.x, train.y[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))],
+                            train.ids, train.task, train.num_classes)
+    a, _ = unlearn_population(original, train, forget, ~forget, method, FAST, seed=2, **light(method))
+    b, _ = unlearn_population(original, shuffled, forget, ~forget, method, FAST, seed=2, **light(method))
+    for name in a.params:
+        assert torch.equal(a.params[name], b.params[name]), f"{method} claims needs_labels=False but reads labels"
