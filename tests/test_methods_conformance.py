@@ -184,3 +184,25 @@ def test_label_free_methods_ignore_labels(method, setting):
     b, _ = unlearn_population(original, shuffled, forget, ~forget, method, FAST, seed=2, **light(method))
     for name in a.params:
         assert torch.equal(a.params[name], b.params[name]), f"{method} claims needs_labels=False but reads labels"
+
+
+@pytest.fixture(scope="module")
+def regression_setting():
+    from expunge.data import load_dataset
+
+    split = load_dataset("diabetes")
+    recipe = Recipe(model="mlp", model_kwargs={"hidden": [16]}, epochs=3, batch_size=32, loss="mse")
+    original, _ = train_population(recipe, split.train, seeds=[0, 1])
+    forget = random_forget(split.train, fraction=0.1, seed=0).forget_mask
+    return split.train, original, forget, recipe
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_task_support_is_honest(method, regression_setting):
+    train, original, forget, recipe = regression_setting
+    if "regression" in available_methods()[method].tasks:
+        unlearned, _ = unlearn_population(original, train, forget, ~forget, method, recipe, **light(method))
+        assert all(torch.isfinite(v).all() for v in unlearned.params.values())
+    else:
+        with pytest.raises(ExpungeError, match="supports classification"):
+            unlearn_population(original, train, forget, ~forget, method, recipe)
