@@ -84,7 +84,7 @@ def audit(scenario: Scenario, method: str | list[str] | dict[str, dict] = "finet
     ``method``: a name (with ``hyperparameters`` as keyword arguments), a list of names,
     or a dict ``{name: {hyperparameter: value}}``. ``members``: N, the size of the
     original, oracle and second-oracle populations (noise floors use the second).
-    ``shadow_members``: shadow models for U-LiRA (default ``members``; 0 skips U-LiRA).
+    ``shadow_members``: shadow models for U-LiRA (default ``members``, at least 8; 0 skips U-LiRA).
     """
     progress = progress or _silent
     plan = _method_list(method, hyperparameters)
@@ -93,7 +93,7 @@ def audit(scenario: Scenario, method: str | list[str] | dict[str, dict] = "finet
     if members < MIN_MEMBERS:
         raise ExpungeError(f"an audit needs at least {MIN_MEMBERS} members per population (32 or more "
                            f"recommended); got {members}")
-    shadow_members = members if shadow_members is None else shadow_members
+    shadow_members = max(members, MIN_SHADOWS) if shadow_members is None else shadow_members
     if 0 < shadow_members < MIN_SHADOWS:
         raise ExpungeError(f"U-LiRA needs at least {MIN_SHADOWS} shadow models (dozens recommended), or 0 to skip "
                            f"it; got {shadow_members}")

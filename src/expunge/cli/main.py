@@ -189,7 +189,7 @@ DEMO_METHODS = ["original", "retrain", "finetune", "gradient_ascent", "neggrad_p
 QUICK_METHODS = ["original", "retrain", "finetune", "gradient_ascent", "neggrad_plus", "salun"]
 
 
-def _run_audit(scenario, methods, members: int, shadows: int, out: Path, resolution: str) -> None:
+def _run_audit(scenario, methods, members: int, shadows: Optional[int], out: Path, resolution: str) -> None:
     from expunge.bench.audit import audit as run_audit
     from expunge.cli.leaderboard import leaderboard
 
@@ -209,7 +209,7 @@ def audit(dataset: str = typer.Option("mnist1d", help="built-in dataset"),
           method: list[str] = typer.Option(["finetune"], help="method to audit (repeatable)"),
           param: list[str] = typer.Option([], help="hyperparameter name=value for the method (one method only)"),
           members: int = typer.Option(32, help="N: members of the original, oracle and second oracle populations"),
-          shadows: Optional[int] = typer.Option(None, help="shadow models for U-LiRA (default: N; 0 skips)"),
+          shadows: Optional[int] = typer.Option(None, help="shadow models for U-LiRA (default: N, at least 8; 0 skips)"),
           epochs: Optional[int] = typer.Option(None, help="override the recipe's epochs"),
           out: Path = typer.Option(Path("expunge-out/audit"), help="folder for report.json and report.html"),
           device: str = typer.Option("cpu", help="cpu or cuda")) -> None:
@@ -219,7 +219,7 @@ def audit(dataset: str = typer.Option("mnist1d", help="built-in dataset"),
         raise ExpungeError("--param applies to a single --method; audit methods one at a time to set them")
     methods = {method[0]: hyperparameters} if hyperparameters else list(method)
     scenario = _scenario(dataset, forget, None, epochs, 0, device)
-    _run_audit(scenario, methods, members, members if shadows is None else shadows, out, "full")
+    _run_audit(scenario, methods, members, shadows, out, "full")
 
 
 @app.command()
