@@ -8,6 +8,7 @@ new module (the input is never changed).
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -55,9 +56,10 @@ def unlearn(model: nn.Module | Population, forget: Any, retain: Any = None, meth
     if cls.needs_retain and retain is None:
         raise ExpungeError(f"method {method!r} needs the retain set: pass retain=(x, y) (the examples to keep)")
     population = model if isinstance(model, Population) else Population.from_module(model)
-    if num_classes is None:
-        num_classes = _output_width(population, forget)
     forget_data = as_dataset(forget, num_classes=num_classes)
+    if num_classes is None and forget_data.task == "classification":
+        num_classes = _output_width(population, forget_data)
+        forget_data = dataclasses.replace(forget_data, num_classes=num_classes)
     retain_data = None if retain is None else as_dataset(retain, num_classes=num_classes or forget_data.num_classes)
     data, forget_mask, retain_mask = _concat(forget_data, retain_data)
     check_output_shape(population, data)
@@ -71,11 +73,8 @@ def unlearn(model: nn.Module | Population, forget: Any, retain: Any = None, meth
     return unlearned, cost
 
 
-def _output_width(population: Population, forget: Any) -> int | None:
-    """Number of classes as the model sees it (its output width), for classification data."""
-    probe = as_dataset(forget)
-    if probe.task != "classification":
-        return None
+def _output_width(population: Population, probe: ArrayDataset) -> int:
+    """Number of classes as the model sees it (its output width), checked against the labels."""
     try:
         with torch.no_grad():
             out = population.forward(probe.x[:1].to(population.device))

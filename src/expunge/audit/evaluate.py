@@ -14,7 +14,7 @@ import torch
 
 from expunge.audit import accuracy as accuracy_metrics
 from expunge.audit import competition, klom, lira, mia, representation
-from expunge.audit.scores import margin, phi, true_class_confidence
+from expunge.audit.scores import log_softmax, margin, phi, true_class_confidence
 from expunge.data.base import ArrayDataset
 from expunge.errors import ExpungeError
 from expunge.training.population import Population
@@ -82,6 +82,11 @@ def _labels(data: AuditData) -> dict[str, np.ndarray]:
 def _retain_sample_index(data: AuditData) -> np.ndarray:
     """Positions of the retain sample within the retain set."""
     return np.searchsorted(data.retain_positions.numpy(), data.retain_sample.numpy())
+
+
+def _cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-example loss ``-log p_y`` from logits ``[K, n, C]``, computed stably."""
+    return -np.take_along_axis(log_softmax(logits), labels[None, :, None], axis=-1)[..., 0]
 
 
 def _stat(values: np.ndarray) -> tuple[float, float]:
@@ -194,12 +199,12 @@ def audit_population(unlearned: Outputs, oracle: Outputs, original: Outputs, dat
         metrics[f"KLoM_{split}_p95"] = {"value": klom.klom_p95(mu[split], mo[split]),
                                         "noise_floor": floors["klom_p95"][split], "definition": klom.DEFINITION}
 
-    losses_forget = -np.log(np.clip(true_class_confidence(unlearned.forget, labels["forget"]), 1e-12, None))
-    losses_test = -np.log(np.clip(true_class_confidence(unlearned.test, labels["test"]), 1e-12, None))
-    oracle_forget = -np.log(np.clip(true_class_confidence(oracle.forget, labels["forget"]), 1e-12, None))
-    oracle_test = -np.log(np.clip(true_class_confidence(oracle.test, labels["test"]), 1e-12, None))
-    metrics["loss_attack_auc"] = {"value": lira.loss_threshold_auc(losses_forget, losses_test),
-                                  "oracle": lira.loss_threshold_auc(oracle_forget, oracle_test),
+    def loss_attack(out: Outputs) -> float:
+        """AUC of the loss-threshold attack, forget (members) vs test (non-members), pooled over models."""
+        return lira.loss_threshold_auc(_cross_entropy(out.forget, labels["forget"]),
+                                       _cross_entropy(out.test, labels["test"]))
+
+    metrics["loss_attack_auc"] = {"value": loss_attack(unlearned), "oracle": loss_attack(oracle),
                                   "definition": lira.DEFINITIONS["loss_attack"]}
 
     k = min(n, oracle.forget.shape[0], original.forget.shape[0])

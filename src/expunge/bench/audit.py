@@ -99,16 +99,12 @@ def audit(scenario: Scenario, method: str | list[str] | dict[str, dict] = "finet
                            f"it; got {shadow_members}")
     data = AuditData.build(scenario.split.train, scenario.split.test, scenario.forget_mask, retain_sample, seed)
 
-    original, _, _ = _populate(progress, f"original ({members})", lambda cb: scenario.original(members, cb))
-    oracle, oracle_cost, _ = _populate(progress, f"oracle ({members})", lambda cb: scenario.oracle(members, False, cb))
-    oracle2, _, _ = _populate(progress, f"second oracle ({members})",
-                              lambda cb: scenario.oracle(members, True, cb))
+    original, _, _ = scenario.original(members, progress(f"original ({members})"))
+    oracle, oracle_cost, _ = scenario.oracle(members, False, progress(f"oracle ({members})"))
+    oracle2, _, _ = scenario.oracle(members, True, progress(f"second oracle ({members})"))
     shadow = None
     if shadow_members:
-        shadow_progress = progress(f"shadows ({shadow_members})")
-        shadow_pop, _, hit, shadow_masks = scenario.shadows(shadow_members, shadow_progress)
-        if hit:
-            shadow_progress(1, 1)
+        shadow_pop, _, _, shadow_masks = scenario.shadows(shadow_members, progress(f"shadows ({shadow_members})"))
         forget = scenario.forget_mask
         shadow = (shadow_pop, shadow_masks & forget, shadow_masks & ~forget, ~shadow_masks & forget)
 
@@ -136,14 +132,6 @@ def audit(scenario: Scenario, method: str | list[str] | dict[str, dict] = "finet
         "noise_floors": floors,
         "methods": entries,
     })
-
-
-def _populate(progress: ProgressFactory, label: str, build: Callable) -> tuple:
-    callback = progress(label)
-    population, cost, hit = build(callback)
-    if hit:
-        callback(1, 1)
-    return population, cost, hit
 
 
 def _audit_method(scenario: Scenario, name: str, hp: dict, original, oracle_cost, shadow, data: AuditData,

@@ -104,11 +104,8 @@ def _accuracy_rows(scenario, population) -> dict[str, torch.Tensor]:
 def _load(bar, scenario, role: str, members: int):
     callback = bar(f"{role} ({members} members)")
     if role == "original":
-        population, cost, hit = scenario.original(members, progress=callback)
-    else:
-        population, cost, hit = scenario.oracle(members, progress=callback)
-    callback(1, 1) if hit else None
-    return population, cost, hit
+        return scenario.original(members, progress=callback)
+    return scenario.oracle(members, progress=callback)
 
 
 @app.command()
@@ -237,10 +234,6 @@ def demo(quick: bool = typer.Option(False, "--quick", help="low resolution (N = 
                       "6 methods. F's ceiling is ln(7) and KLoM histograms are coarse: use the full demo for "
                       "figures you report.")
     _run_audit(scenario, methods, n, n, out, "quick" if quick else "full")
-
-
-def main() -> None:  # pragma: no cover - console entry point alias
-    app()
 
 
 if __name__ == "__main__":  # pragma: no cover

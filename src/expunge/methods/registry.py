@@ -1,6 +1,7 @@
 """Methods by name, and the one function that runs any of them on a population."""
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pkgutil
 from typing import Any
@@ -105,14 +106,8 @@ def unlearn_population(original: Population, train: ArrayDataset, forget_masks: 
         cost.notes.append(
             f"members {cost.diverged} diverged (non-finite loss); their last finite parameters were kept"
         )
-    info = dict(original.info) | {"method": method, "hyperparameters": dataclass_values(hp), "method_seed": seed}
+    info = dict(original.info) | {"method": method, "hyperparameters": dataclasses.asdict(hp), "method_seed": seed}
     return Population(result.template, result.params, result.buffers, result.seeds, result.spec, info), cost
-
-
-def dataclass_values(hp: Any) -> dict[str, Any]:
-    import dataclasses
-
-    return {f.name: getattr(hp, f.name) for f in dataclasses.fields(hp)}
 
 
 def _on(data: ArrayDataset, device: torch.device) -> ArrayDataset:

@@ -72,11 +72,3 @@ class MemberBatches:
         member_steps = torch.tensor(self.steps, device=device)
         for t in range(steps):
             yield Batch(index[:, t], weight[:, t], member_steps > t)
-
-    def sample(self, device: torch.device | str = "cpu") -> Batch:
-        """One batch drawn with replacement per member (for methods that step by count)."""
-        members, size = len(self.positions), self.batch_size
-        index = torch.stack([pos[torch.randint(len(pos), (size,), generator=gen)]
-                             for pos, gen in zip(self.positions, self.generators)])
-        return Batch(index.to(device), torch.ones(members, size, device=device),
-                     torch.ones(members, dtype=torch.bool, device=device))

@@ -91,7 +91,7 @@ def train_population(recipe: Recipe, data: ArrayDataset, members: int | None = N
                 lr: float | torch.Tensor = recipe.lr
             else:
                 progress_k = (optimizer.steps.float() / member_total).clamp(max=1.0)
-                lr = recipe.lr * _lr_factors(recipe, progress_k)
+                lr = recipe.lr * recipe.lr_factor(progress_k)
             optimizer.step(losses, batch.active, lr)
             cost.example_gradients += batch.examples / len(seeds)
             done += 1
@@ -101,10 +101,6 @@ def train_population(recipe: Recipe, data: ArrayDataset, members: int | None = N
     cost.diverged = torch.nonzero(optimizer.diverged).flatten().tolist()
     info = {"recipe": recipe.to_json(), "trained_examples": keep_masks.sum(1).tolist()}
     return population.with_params(params, info), cost
-
-
-def _lr_factors(recipe: Recipe, progress: torch.Tensor) -> torch.Tensor:
-    return torch.tensor([recipe.lr_factor(float(p)) for p in progress], device=progress.device)
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ with the same results.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -104,14 +104,6 @@ class Population:
                           {k: v[index.to(v.device)].clone() for k, v in self.buffers.items()},
                           [self.seeds[i] for i in members], self.spec, self.info)
 
-    @staticmethod
-    def concatenate(populations: Sequence["Population"]) -> "Population":
-        first = populations[0]
-        return Population(first.template,
-                          {k: torch.cat([p.params[k] for p in populations]) for k in first.params},
-                          {k: torch.cat([p.buffers[k] for p in populations]) for k in first.buffers},
-                          [s for p in populations for s in p.seeds], first.spec, first.info)
-
     def to(self, device: torch.device | str) -> "Population":
         return Population(self.template, {k: v.to(device) for k, v in self.params.items()},
                           {k: v.to(device) for k, v in self.buffers.items()}, self.seeds, self.spec, self.info)
@@ -122,10 +114,6 @@ class Population:
         state = {k: v[i] for k, v in self.params.items()} | {k: v[i] for k, v in self.buffers.items()}
         module.load_state_dict(state)
         return module.eval()
-
-    def members(self) -> Iterator[nn.Module]:
-        for i in range(len(self)):
-            yield self.member(i)
 
     def num_parameters(self) -> int:
         """Parameters of one member."""

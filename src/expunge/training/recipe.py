@@ -5,6 +5,8 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
+import torch
+
 from expunge.errors import ExpungeError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -47,13 +49,13 @@ class Recipe:
                 f"epochs, batch_size and lr must be positive (got {self.epochs}, {self.batch_size}, {self.lr})"
             )
 
-    def lr_factor(self, progress: float) -> float:
-        """Multiplier of ``lr`` at ``progress`` in [0, 1) of the run."""
+    def lr_factor(self, progress: torch.Tensor) -> torch.Tensor:
+        """Multiplier of ``lr`` at ``progress`` in [0, 1) of the run, element-wise (one per member)."""
         if self.schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
+            return 0.5 * (1.0 + torch.cos(math.pi * progress))
         if self.schedule == "step":
-            return 0.01 if progress >= 0.75 else 0.1 if progress >= 0.5 else 1.0
-        return 1.0
+            return torch.where(progress >= 0.75, 0.01, torch.where(progress >= 0.5, 0.1, 1.0))
+        return torch.ones_like(progress)
 
     def to_json(self) -> dict:
         data = asdict(self)

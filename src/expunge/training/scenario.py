@@ -61,10 +61,13 @@ class Scenario:
                     progress: Progress | None) -> tuple[Population, Cost, bool]:
         parts = {"role": role, "data": self.split.fingerprint(), "split": self.split.name,
                  "subset": mask_fingerprint(keep_masks), "recipe": self.recipe.to_json(), "seeds": seeds}
-        return self.cache.get_or_train(
+        population, cost, hit = self.cache.get_or_train(
             parts, lambda: train_population(self.recipe, self.split.train, seeds=seeds, keep_masks=keep_masks,
                                             device=self.device, progress=progress),
             device=self.device)
+        if hit and progress is not None:
+            progress(1, 1)  # loaded from the cache: the work is done
+        return population, cost, hit
 
     def original(self, members: int, progress: Progress | None = None) -> tuple[Population, Cost, bool]:
         """Members trained on the whole training set, seeds ``recipe.seed + i``."""
