@@ -59,7 +59,8 @@ def check_output_shape(population: Population, data: ArrayDataset) -> None:
 def train_population(recipe: Recipe, data: ArrayDataset, members: int | None = None,
                      seeds: Sequence[int] | None = None, keep_masks: torch.Tensor | None = None,
                      model: torch.nn.Module | None = None, device: str | torch.device = "cpu",
-                     progress: Progress | None = None) -> tuple[Population, Cost]:
+                     progress: Progress | None = None, start: Population | None = None,
+                     composition_free: bool = False) -> tuple[Population, Cost]:
     """Train a population with ``recipe`` on ``data``.
 
     ``members`` or ``seeds``: member ``i`` is initialised and shuffles its data from
@@ -67,6 +68,14 @@ def train_population(recipe: Recipe, data: ArrayDataset, members: int | None = N
     the training examples each member sees (shadow models); default all. ``model``: a
     user ``nn.Module`` to use instead of the recipe's named architecture (its layers are
     re-initialised per member). K = 1 is ordinary training through the same engine.
+    ``start``: continue training these members (their parameters, one per seed) instead
+    of fresh ones; ``seeds`` then only order the data.
+    ``composition_free``: make member ``i``'s numbers independent of which other members
+    are trained beside it, for exact unlearning, which retrains some members and must
+    reproduce what training them among all the others gave: every optimiser step takes
+    the per-member path (never the shared in-place fast path), and a population of one
+    runs as two (a copy beside it, dropped after) so it takes the same vectorised
+    kernels as a larger one. Slower; the default is off.
 
     What "member ``i`` is independent of the others" guarantees about the numbers:
 
@@ -100,13 +109,26 @@ def train_population(recipe: Recipe, data: ArrayDataset, members: int | None = N
         raise ExpungeError(
             f"keep-mask has shape {list(keep_masks.shape)} but needs [{len(seeds)} members, {n} training examples]"
         )
-    population = Population.initialize(model if model is not None else model_spec(recipe, data), seeds).to(device)
+    padded = composition_free and len(seeds) == 1
+    if padded:  # the vectorised kernels, as for K >= 2; the copy is dropped at the end
+        seeds, keep_masks = seeds * 2, keep_masks.expand(2, -1)
+        if start is not None:
+            start = Population(start.template, {k: v.expand(2, *v.shape[1:]).clone() for k, v in start.params.items()},
+                               {k: v.expand(2, *v.shape[1:]).clone() for k, v in start.buffers.items()},
+                               start.seeds * 2, start.spec, start.info)
+    if start is not None:
+        if len(start) != len(seeds):
+            raise ExpungeError(f"{len(start)} starting members for {len(seeds)} seeds")
+        population = start.clone().to(device)
+    else:
+        population = Population.initialize(model if model is not None else model_spec(recipe, data),
+                                           seeds).to(device)
     check_output_shape(population, data)
     task = get_task(data.task)
     start = time.perf_counter()
     params = {k: v.clone().requires_grad_(True) for k, v in population.params.items()}
     optimizer = PopulationOptimizer(params, recipe.optimizer, recipe.lr, recipe.momentum, recipe.weight_decay,
-                                    recipe.betas)
+                                    recipe.betas, shared_fast_path=not composition_free)
     batches = MemberBatches(keep_masks, recipe.batch_size, seeds)
     data = data.to(device)
     member_total = torch.tensor(batches.steps, device=device) * recipe.epochs
@@ -132,7 +154,12 @@ def train_population(recipe: Recipe, data: ArrayDataset, members: int | None = N
     cost.record_memory(peak)
     cost.diverged = torch.nonzero(optimizer.diverged).flatten().tolist()
     info = {"recipe": recipe.to_json(), "trained_examples": keep_masks.sum(1).tolist(), "engine": ENGINE_VERSION}
-    return population.with_params(params, info), cost
+    trained = population.with_params(params, info)
+    if padded:
+        trained = trained.select([0])
+        cost.members = 1
+        cost.diverged = [i for i in cost.diverged if i == 0]
+    return trained, cost
 
 
 @torch.no_grad()

@@ -24,18 +24,22 @@ class PopulationOptimizer:
     ``params`` must be leaf tensors with ``requires_grad=True``; they are updated in
     place. ``update_masks`` (name -> 0/1 tensor broadcastable to the parameter) restrict
     updates to some weights, per member (SalUn's saliency mask). ``weight_decay`` is an
-    L2 term for SGD/Adam and decoupled for AdamW.
+    L2 term for SGD/Adam and decoupled for AdamW. ``shared_fast_path``: when every member
+    steps with one rate and step count, update in place (faster; its rounding differs from
+    the per-member path's in the last bit, so a member's numbers then depend on whether
+    the others stepped too). Off, every step takes the per-member path.
     """
 
     def __init__(self, params: Params, kind: str = "sgd", lr: float = 0.01, momentum: float = 0.0,
                  weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 nesterov: bool = False, update_masks: Params | None = None):
+                 nesterov: bool = False, update_masks: Params | None = None, shared_fast_path: bool = True):
         if kind not in ("sgd", "adam", "adamw"):
             raise ExpungeError(f"unknown optimizer {kind!r}; valid: sgd, adam, adamw")
         self.params = params
         self.kind, self.lr, self.momentum, self.weight_decay = kind, lr, momentum, weight_decay
         self.betas, self.eps, self.nesterov = betas, eps, nesterov
         self.update_masks = update_masks or {}
+        self.shared_fast_path = shared_fast_path
         first = next(iter(params.values()))
         self.members = first.shape[0]
         self.steps = torch.zeros(self.members, dtype=torch.long, device=first.device)
@@ -71,7 +75,8 @@ class PopulationOptimizer:
             if isinstance(rate, torch.Tensor) and bool((rate == rate.flatten()[0]).all()):
                 rate = float(rate.flatten()[0])
             # Fast path: every member steps, same step count, same rate -> in-place updates.
-            if bool(go.all()) and not isinstance(rate, torch.Tensor) and bool((self.steps == self.steps[0]).all()):
+            uniform = bool(go.all()) and not isinstance(rate, torch.Tensor) and bool((self.steps == self.steps[0]).all())
+            if self.shared_fast_path and uniform:
                 self._uniform_step(names, grads, float(rate), int(self.steps[0]))
             else:
                 self._masked_step(names, grads, go, rate)
