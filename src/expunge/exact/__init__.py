@@ -1,0 +1,1 @@
+"""Exact unlearning: models whose deletion equals retraining without the deleted examples."""
