@@ -35,10 +35,19 @@ from expunge.errors import ExpungeError, unknown_name
 from expunge.training.population import Population, as_inputs
 
 TASKS = ("classification", "regression")
-# Above this condition number of the capacitance matrix I - U A^-1 U^T the Woodbury
-# down-date loses more than ~1e-8 relative accuracy (condition x float64 epsilon), so
-# the head is refit from its sufficient statistics instead.
-WOODBURY_MAX_CONDITION = 1e8
+# The Woodbury down-date subtracts nearly equal quantities when the deleted rows carry
+# most of the information (deleting almost all data, or a weak l2), and then loses far more
+# accuracy than a refit. Two guards, both cheap next to the down-date itself:
+# - the capacitance matrix C = I - U A^-1 U^T has eigenvalues in (0, 1]; rounding errors of
+#   O(eps) in its O(1) entries grow by 1 / its smallest eigenvalue, so above this the
+#   down-date is not tried;
+WOODBURY_MAX_AMPLIFICATION = 1e8
+# - after the down-date, the residual of the normal equations (A_new W - X^T Y, and
+#   A_new A_new^-1 z - z for a fixed probe z) relative to |A_new| |solution| must stay
+#   below this: a Cholesky refit gives ~1e-17..1e-16 (measured), so the down-date is kept
+#   only while its backward error is within ~1000x of a refit's, and its forward error
+#   (at most the condition number of A_new times the backward error) with it.
+WOODBURY_MAX_RESIDUAL = 1e-13
 
 UPDATES = ("fit", "woodbury", "statistics")
 
@@ -46,6 +55,8 @@ UPDATES = ("fit", "woodbury", "statistics")
 # ------------------------------------------------------------------------- checks ---
 def _ids_tensor(ids: torch.Tensor | list[int] | range, what: str) -> torch.Tensor:
     ids = torch.as_tensor(list(ids) if isinstance(ids, range) else ids)
+    if ids.numel() == 0:
+        return torch.empty(0, dtype=torch.int64)
     if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
         raise ExpungeError(f"{what} must be integer example IDs, got a {ids.dtype} tensor")
     return ids.to(torch.int64).reshape(-1).cpu()
@@ -255,7 +266,7 @@ class RidgeHead:
         deleted_rows, deleted_targets = self.design[rows], self.targets[rows]
         gram = self.gram - deleted_rows.T @ deleted_rows
         xty = self.xty - deleted_rows.T @ deleted_targets
-        a_inv, update = self._woodbury(deleted_rows), "woodbury"
+        a_inv, update = self._woodbury(deleted_rows, gram, xty), "woodbury"
         if a_inv is None:
             a_inv, update = _inverse(gram + _penalty(gram.shape[0], self.l2)), "statistics"
         keep = torch.ones(len(self), dtype=torch.bool)
@@ -264,17 +275,29 @@ class RidgeHead:
                          self.design[keep].clone(), self.targets[keep].clone(), self.ids[keep].clone(),
                          torch.cat([self.deleted_ids, ids]), update)
 
-    def _woodbury(self, deleted_rows: torch.Tensor) -> torch.Tensor | None:
-        """``(A - U^T U)^-1`` by the Woodbury identity, or ``None`` when it would be ill-conditioned or slower."""
+    def _woodbury(self, deleted_rows: torch.Tensor, gram: torch.Tensor, xty: torch.Tensor) -> torch.Tensor | None:
+        """``(A - U^T U)^-1`` by the Woodbury identity, or ``None`` when that would be inaccurate or slower.
+
+        ``gram`` / ``xty``: the down-dated statistics, used to check the result's residual.
+        """
         if deleted_rows.shape[0] > deleted_rows.shape[1]:
             return None  # a k x k solve with k > p costs more than refitting the p x p system
         left = deleted_rows @ self.a_inv  # U A^-1  [k, p]
         capacitance = torch.eye(deleted_rows.shape[0], dtype=torch.float64) - left @ deleted_rows.T
-        condition = float(torch.linalg.cond(capacitance))
-        if not condition < WOODBURY_MAX_CONDITION:  # also catches NaN / inf
+        capacitance = 0.5 * (capacitance + capacitance.T)
+        smallest = float(torch.linalg.eigvalsh(capacitance).min())
+        if not smallest * WOODBURY_MAX_AMPLIFICATION > 1.0:  # also catches NaN
             return None
         a_inv = self.a_inv + left.T @ torch.linalg.solve(capacitance, left)
-        return 0.5 * (a_inv + a_inv.T)
+        a_inv = 0.5 * (a_inv + a_inv.T)
+        system = gram + _penalty(gram.shape[0], self.l2)
+        probe = torch.randn(gram.shape[0], 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        solution = torch.cat([a_inv @ xty, a_inv @ probe], dim=1)
+        residual = (system @ solution - torch.cat([xty, probe], dim=1)).abs().max()
+        scale = system.abs().max() * solution.abs().max()
+        if not float(residual) <= WOODBURY_MAX_RESIDUAL * float(scale):
+            return None
+        return a_inv
 
     # use ----------------------------------------------------------------------------
     def predict(self, features: torch.Tensor) -> torch.Tensor:
@@ -291,9 +314,12 @@ class RidgeHead:
     # storage ------------------------------------------------------------------------
     def tensors(self) -> dict[str, torch.Tensor]:
         """Everything that defines the head as named tensors (for safetensors; no pickle)."""
-        return {
+        own = {
             "a_inv": self.a_inv, "gram": self.gram, "xty": self.xty, "weights": self.weights,
             "design": self.design, "targets": self.targets, "ids": self.ids, "deleted_ids": self.deleted_ids,
+        }
+        # copies, packed: safetensors needs contiguous tensors, and the head must not change through them
+        return {name: t.clone(memory_format=torch.contiguous_format) for name, t in own.items()} | {
             "l2": torch.tensor(self.l2, dtype=torch.float64),
             "task": torch.tensor(TASKS.index(self.task), dtype=torch.int64),
             "num_classes": torch.tensor(-1 if self.num_classes is None else self.num_classes, dtype=torch.int64),
