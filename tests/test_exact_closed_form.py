@@ -4,10 +4,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from expunge.data import load_dataset
 from expunge.errors import ExpungeError
 from expunge.exact.closed_form import ClosedFormModel, RidgeHead, fit_heads
 from expunge.training.engine import train_population
-from expunge.training.population import Population
 from expunge.training.recipe import Recipe
 
 TOLERANCE = 1e-5
@@ -107,8 +107,6 @@ def test_ill_conditioned_deletion_falls_back_to_statistics(monkeypatch):
 
 
 def test_regression_head_deletion_equals_refit():
-    from expunge.data import load_dataset
-
     split = load_dataset("diabetes")
     torch.manual_seed(0)
     model = ClosedFormModel.fit(nn.Sequential(nn.Linear(10, 32), nn.Tanh(), nn.Linear(32, 1)), split.train, l2=0.1)
@@ -149,7 +147,7 @@ def test_default_layer_reads_penultimate_features_of_a_built_in_architecture(mni
 def test_ridge_accuracy_is_well_above_chance(mnist1d, trained):
     model = ClosedFormModel.fit(trained[0].member(0), mnist1d.train, l2=1.0)
     assert model.accuracy(mnist1d.test) > 35.0  # chance is 10%; the MLP itself reaches ~43% after 3 epochs
-    digits = __import__("expunge.data", fromlist=["load_dataset"]).load_dataset("digits")
+    digits = load_dataset("digits")
     torch.manual_seed(0)
     random_features = nn.Sequential(nn.Flatten(), nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10))
     assert ClosedFormModel.fit(random_features, digits.train).accuracy(digits.test) > 85.0

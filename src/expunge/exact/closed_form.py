@@ -187,7 +187,7 @@ class RidgeHead:
     # construction -------------------------------------------------------------------
     @classmethod
     def fit(cls, features: torch.Tensor, targets: torch.Tensor, ids: torch.Tensor | list[int],
-            task: str = "classification", num_classes: int | None = None, l2: float = 1.0) -> "RidgeHead":
+            task: str = "classification", num_classes: int | None = None, l2: float = 1.0) -> RidgeHead:
         """Fit on ``features [N, d]`` and ``targets`` (labels ``[N]`` or regression targets ``[N]`` / ``[N, m]``).
 
         ``ids``: the examples' training-set IDs ``[N]``, unique; deletion names examples by
@@ -251,7 +251,7 @@ class RidgeHead:
                                f"({len(self)} examples, IDs {int(self.ids.min())} to {int(self.ids.max())})")
         return order[where]
 
-    def delete(self, ids: torch.Tensor | list[int]) -> "RidgeHead":
+    def delete(self, ids: torch.Tensor | list[int]) -> RidgeHead:
         """The head fit without ``ids``: a Woodbury down-date (or a refit from statistics), no gradients.
 
         Returns a new head whose ``update`` says which path ran; this head is unchanged.
@@ -271,9 +271,10 @@ class RidgeHead:
             a_inv, update = _inverse(gram + _penalty(gram.shape[0], self.l2)), "statistics"
         keep = torch.ones(len(self), dtype=torch.bool)
         keep[rows] = False
+        kept = torch.nonzero(keep).flatten()  # index_select copies, and is faster than boolean indexing
         return RidgeHead(self.task, self.num_classes, self.l2, a_inv, gram, xty, a_inv @ xty,
-                         self.design[keep].clone(), self.targets[keep].clone(), self.ids[keep].clone(),
-                         torch.cat([self.deleted_ids, ids]), update)
+                         self.design.index_select(0, kept), self.targets.index_select(0, kept),
+                         self.ids.index_select(0, kept), torch.cat([self.deleted_ids, ids]), update)
 
     def _woodbury(self, deleted_rows: torch.Tensor, gram: torch.Tensor, xty: torch.Tensor) -> torch.Tensor | None:
         """``(A - U^T U)^-1`` by the Woodbury identity, or ``None`` when that would be inaccurate or slower.
@@ -327,7 +328,7 @@ class RidgeHead:
         }
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "RidgeHead":
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> RidgeHead:
         """The head :meth:`tensors` described."""
         missing = sorted(set(cls._tensor_names()) - set(tensors))
         if missing:
@@ -399,7 +400,7 @@ class ClosedFormModel:
 
     @classmethod
     def fit(cls, module: nn.Module | Population, data: ArrayDataset, layer: str | None = None, l2: float = 1.0,
-            ids: torch.Tensor | list[int] | None = None, chunk: int = 4096) -> "ClosedFormModel":
+            ids: torch.Tensor | list[int] | None = None, chunk: int = 4096) -> ClosedFormModel:
         """Fit a ridge head on the backbone's features of ``data``.
 
         ``module``: the frozen backbone (copied, never changed), or a population of one.
@@ -437,7 +438,7 @@ class ClosedFormModel:
         found = self.backbone.activations(as_inputs(inputs), [self.layer], self.chunk, inputs_of=self.inputs_of)
         return found[self.layer][0]
 
-    def forget(self, ids: torch.Tensor | list[int]) -> "ClosedFormModel":
+    def forget(self, ids: torch.Tensor | list[int]) -> ClosedFormModel:
         """This model with the examples ``ids`` deleted from the head (exact for the head; see the class note)."""
         return ClosedFormModel(self.backbone, self.layer, self.inputs_of, self.head.delete(ids), self.chunk)
 
