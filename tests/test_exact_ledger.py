@@ -219,3 +219,41 @@ def test_cli_train_forget_show(tmp_path):
     assert not (tmp_path / "n").exists() or not any((tmp_path / "n").iterdir())
     result = runner.invoke(app, ["sisa", "train", "--dataset", "wine", "--out", str(out)])
     assert result.exit_code == 2 and "not an empty folder" in result.output
+
+
+def test_closed_form_folder_deletes_exactly_and_instantly(tmp_path):
+    from expunge.exact import ClosedFormModel
+
+    runner = CliRunner()
+    out = tmp_path / "cf"
+    result = runner.invoke(app, ["closed-form", "fit", "--dataset", "wine", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    folder = ModelFolder.open(out)
+    data = folder.training_data()
+    ids = data.ids[[0, 9, 17]].tolist()
+    result = runner.invoke(app, ["forget", str(out), "--ids", ",".join(map(str, ids))])
+    assert result.exit_code == 0, result.output
+    model = folder.model()
+    refit = ClosedFormModel.fit(model.backbone, data, ids=[i for i in data.ids.tolist() if i not in ids])
+    assert torch.allclose(model.head.weights, refit.head.weights, atol=1e-9)
+    with folder.ledger() as ledger:
+        entry = ledger.last()
+    assert entry.kind == "exact" and entry.cost["example_gradients"] == 0.0
+
+
+def test_plain_model_folder_records_approximate_deletions(tmp_path):
+    from expunge.data import load_dataset
+    from expunge.training.engine import train_population
+    from expunge.training.recipe import default_recipe
+
+    train = load_dataset("wine").train
+    model, _ = train_population(default_recipe("wine").with_(epochs=5), train, members=1)
+    folder = ModelFolder.create(tmp_path / "plain", model, "model", dataset={"name": "wine", "options": {}})
+    receipt = folder.forget(train.ids[:5].tolist(), method="finetune", hyperparameters={"epochs": 1})
+    assert receipt.data["method"] == {"name": "finetune", "kind": "approximate", "hyperparameters": {"epochs": 1}}
+    assert "approximate" in receipt.data["guarantee"]
+    after = folder.model()
+    assert not torch.equal(after.params["head.weight"], model.params["head.weight"])
+    with pytest.raises(ExpungeError, match="unknown method"):
+        folder.forget(train.ids[5:6].tolist(), method="finetun")
+    assert folder.verify()[0].ok

@@ -12,6 +12,7 @@ from expunge.cli.progress import console, friendly_errors, progress_bars
 from expunge.errors import ExpungeError
 
 sisa_app = typer.Typer(no_args_is_help=True, help="SISA: sharded, sliced training whose deletions are exact.")
+closed_form_app = typer.Typer(no_args_is_help=True, help="Ridge heads on frozen features: instant exact deletion.")
 ledger_app = typer.Typer(no_args_is_help=True, help="The deletion ledger of a model folder.")
 
 
@@ -36,6 +37,27 @@ def sisa_train(dataset: str = typer.Option("mnist1d", help="built-in dataset (se
     line = f"SISA model in {folder.path}: {shards} shards x {slices} slices"
     if test.task == "classification":
         line += f", test accuracy {float(model.accuracy(test)[0]):.1f}%"
+    console.print(line)
+    console.print(f"delete with: expunge forget {folder.path} --ids @ids.txt")
+
+
+@closed_form_app.command("fit")
+@friendly_errors
+def closed_form_fit(dataset: str = typer.Option("mnist1d", help="built-in dataset (see `expunge datasets`)"),
+                    out: Path = typer.Option(..., help="new folder for the model, its ledger and receipts"),
+                    l2: float = typer.Option(1.0, help="ridge penalty"),
+                    seed: int = typer.Option(0, help="seed of the random-feature backbone"),
+                    model: Optional[str] = typer.Option(None, help="backbone architecture (default: the "
+                                                                   "dataset recipe's)")) -> None:
+    """Fit a ridge head on random features of a built-in architecture; deletions are exact and instant."""
+    from expunge.data import load_dataset
+    from expunge.exact import fit_closed_form_folder
+
+    folder, fitted = fit_closed_form_folder(out, dataset, l2, seed, model)
+    test = load_dataset(dataset).test
+    line = f"closed-form model in {folder.path}: ridge head (l2 {l2}) on {fitted.head.width} random features"
+    if test.task == "classification":
+        line += f", test accuracy {fitted.accuracy(test):.1f}%"
     console.print(line)
     console.print(f"delete with: expunge forget {folder.path} --ids @ids.txt")
 
@@ -83,10 +105,12 @@ def forget(folder: Path = typer.Argument(..., help="a model folder (from `expung
                                       hyperparameters=_parse_params(param), progress=_lazy(bar, "retraining"))
     console.print(str(receipt), highlight=False)
     cost = receipt.data["cost"]
-    if "ratio_to_full" in cost:
+    if "shards_retrained" in cost:
         console.print(f"cost: {cost['example_gradients']:.0f} example gradients, "
                       f"{cost['ratio_to_full']:.3f} x retraining the whole model "
                       f"({cost['shards_retrained']} shard(s) retrained)")
+    elif "update" in cost:
+        console.print(f"cost: no gradients, {cost['wall_time_s'] * 1000:.1f} ms ({cost['update']} update of the head)")
 
 
 @ledger_app.command("show")

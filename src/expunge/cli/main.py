@@ -292,9 +292,10 @@ def demo(quick: bool = typer.Option(False, "--quick", help="low resolution (N = 
     _run_audit(scenario, methods, n, n, out, "quick" if quick else "full")
 
 
-from expunge.cli.exact import forget as _forget, ledger_app, sisa_app  # noqa: E402 - after app exists
+from expunge.cli.exact import closed_form_app, forget as _forget, ledger_app, sisa_app  # noqa: E402 - after app
 
 app.add_typer(sisa_app, name="sisa")
+app.add_typer(closed_form_app, name="closed-form")
 app.add_typer(ledger_app, name="ledger")
 app.command("forget")(_forget)
 

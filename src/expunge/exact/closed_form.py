@@ -25,7 +25,9 @@ deletable data (pretrained on public data, or random features).
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -445,6 +447,47 @@ class ClosedFormModel:
     def predict(self, inputs: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Outputs ``[N, outputs]``: class scores (logits) or regression predictions."""
         return self.head.predict(self.features(inputs))
+
+    def save(self, path: str | Path) -> None:
+        """One safetensors file: the backbone's weights, the head's tensors, the layer in its metadata."""
+        from safetensors.torch import save_file
+
+        if self.backbone.spec is None:
+            raise ExpungeError("only a built-in backbone can be saved to a file (a user nn.Module cannot be rebuilt "
+                               "without pickle): keep the ClosedFormModel object, or use a built-in architecture")
+        tensors = {f"head.{k}": v.contiguous() for k, v in self.head.tensors().items()}
+        tensors |= {f"backbone.params.{k}": v[0].detach().cpu().contiguous() for k, v in self.backbone.params.items()}
+        tensors |= {f"backbone.buffers.{k}": v[0].detach().cpu().contiguous() for k, v in self.backbone.buffers.items()}
+        meta = {"expunge": json.dumps({"kind": "closed_form", "format": 1, "layer": self.layer,
+                                       "inputs_of": self.inputs_of, "spec": self.backbone.spec.to_json(),
+                                       "seed": self.backbone.seeds[0]}, sort_keys=True)}
+        save_file(tensors, str(path), metadata=meta)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ClosedFormModel:
+        """Read a file written by :meth:`save` (safetensors: nothing is unpickled)."""
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        from expunge.models.registry import ModelSpec, build_model
+
+        try:
+            with safe_open(str(path), "pt") as handle:
+                meta = json.loads((handle.metadata() or {})["expunge"])
+            tensors = load_file(str(path))
+        except Exception as error:  # noqa: BLE001 - any unreadable file gets one line
+            raise ExpungeError(f"{path} is not an expunge closed-form model file ({type(error).__name__})") from None
+        if meta.get("kind") != "closed_form":
+            raise ExpungeError(f"{path} is not an expunge closed-form model file")
+        spec = ModelSpec.from_json(meta["spec"])
+        module = build_model(spec)
+        state = {k[len("backbone.params."):]: v for k, v in tensors.items() if k.startswith("backbone.params.")}
+        state |= {k[len("backbone.buffers."):]: v for k, v in tensors.items() if k.startswith("backbone.buffers.")}
+        module.load_state_dict(state)
+        backbone = Population.from_module(module, meta["seed"])
+        backbone.spec = spec
+        head = RidgeHead.from_tensors({k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")})
+        return cls(backbone, meta["layer"], meta["inputs_of"], head)
 
     def accuracy(self, data: ArrayDataset) -> float:
         """Accuracy in percent on classification ``data``."""

@@ -33,6 +33,7 @@ import torch
 
 from expunge.data.base import ArrayDataset
 from expunge.errors import ExpungeError, unknown_name
+from expunge.exact.closed_form import ClosedFormModel
 from expunge.exact.ledger import Ledger, LedgerEntry, Verification, ids_hash
 from expunge.exact.sisa import SisaModel, file_hash
 from expunge.files import atomic_write, json_text
@@ -110,11 +111,26 @@ def _population_forget(model: Any, data: ArrayDataset, ids: torch.Tensor, method
     return unlearned, cost.to_json()
 
 
+def _closed_form_forget(model: ClosedFormModel, data: ArrayDataset, ids: torch.Tensor, method: str,
+                        hyperparameters: dict, progress: Progress | None) -> tuple[ClosedFormModel, dict[str, Any]]:
+    import time
+
+    began = time.perf_counter()
+    after = model.forget(ids)
+    return after, {"example_gradients": 0.0, "ratio_to_full": 0.0, "update": after.head.update,
+                   "wall_time_s": time.perf_counter() - began}
+
+
 KINDS: dict[str, Kind] = {
     "sisa": Kind("sisa", True, "sisa", SisaModel.load, lambda m, p: m.save(p), _sisa_forget,
                  "exact: the model equals a SISA model trained from scratch without the deleted examples (same "
                  "seeds); only the shards that held them were retrained, from the checkpoint before their first "
                  "slice"),
+    "closed_form": Kind("closed_form", True, "closed_form", ClosedFormModel.load, lambda m, p: m.save(p),
+                        _closed_form_forget,
+                        "exact for the ridge head: its weights equal a refit without the deleted examples (to "
+                        "floating-point rounding); the frozen backbone is unchanged, so the whole model is exact "
+                        "only if the backbone never saw deletable data (random features, or pretrained elsewhere)"),
     "model": Kind("model", False, "finetune", _population_load, _population_save, _population_forget,
                   "approximate: the method reduces the deleted examples' influence; it does not remove it "
                   "provably (audit it with `expunge audit` to measure how close it is to retraining)"),
@@ -409,3 +425,32 @@ def train_sisa_folder(out: str | Path, dataset: str = "mnist1d", shards: int = 4
     folder = ModelFolder.create(out, model, "sisa",
                                 dataset={"name": dataset, "options": options}, data=split.train)
     return folder, model
+
+
+def fit_closed_form_folder(out: str | Path, dataset: str = "mnist1d", l2: float = 1.0, seed: int = 0,
+                           model: str | None = None, dataset_options: dict[str, Any] | None = None,
+                           ) -> tuple[ModelFolder, ClosedFormModel]:
+    """A ridge head on random features of a built-in architecture, in a new model folder.
+
+    The backbone is the dataset recipe's architecture (or ``model``) at its random
+    initialisation from ``seed``: it learned nothing from any data, so exact deletion in
+    the head is exact for the whole model. With your own backbone pretrained on public
+    data, use :meth:`ClosedFormModel.fit` and :meth:`ModelFolder.create` from Python.
+    """
+    from expunge.data import load_dataset
+    from expunge.training.engine import model_spec
+    from expunge.training.population import Population
+    from expunge.training.recipe import default_recipe
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ExpungeError(f"{out} exists and is not an empty folder: give a new folder for the model")
+    options = dict(dataset_options or {})
+    train = load_dataset(dataset, **options).train
+    recipe = default_recipe(dataset)
+    if model:
+        recipe = recipe.with_(model=model, model_kwargs={})
+    backbone = Population.initialize(model_spec(recipe, train), [seed])
+    fitted = ClosedFormModel.fit(backbone, train, l2=l2)
+    folder = ModelFolder.create(out, fitted, "closed_form", dataset={"name": dataset, "options": options}, data=train)
+    return folder, fitted
