@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -22,7 +21,7 @@ def sisa_train(dataset: str = typer.Option("mnist1d", help="built-in dataset (se
                shards: int = typer.Option(4, help="S: disjoint shards, one model each"),
                slices: int = typer.Option(1, help="R: slices per shard, trained in sequence with a checkpoint each"),
                out: Path = typer.Option(..., help="new folder for the model, its ledger and receipts"),
-               epochs: Optional[int] = typer.Option(None, help="override the recipe's epochs"),
+               epochs: int | None = typer.Option(None, help="override the recipe's epochs"),
                seed: int = typer.Option(0, help="seed of initialisation and of the shard/slice assignment"),
                aggregate: str = typer.Option("mean", help="mean (of probabilities) or vote (majority)"),
                device: str = typer.Option("cpu", help="cpu or cuda")) -> None:
@@ -47,7 +46,7 @@ def closed_form_fit(dataset: str = typer.Option("mnist1d", help="built-in datase
                     out: Path = typer.Option(..., help="new folder for the model, its ledger and receipts"),
                     l2: float = typer.Option(1.0, help="ridge penalty"),
                     seed: int = typer.Option(0, help="seed of the random-feature backbone"),
-                    model: Optional[str] = typer.Option(None, help="backbone architecture (default: the "
+                    model: str | None = typer.Option(None, help="backbone architecture (default: the "
                                                                    "dataset recipe's)")) -> None:
     """Fit a ridge head on random features of a built-in architecture; deletions are exact and instant."""
     from expunge.data import load_dataset
@@ -89,9 +88,9 @@ def _ids(spec: str) -> list[int]:
 @friendly_errors
 def forget(folder: Path = typer.Argument(..., help="a model folder (from `expunge sisa train`)"),
            ids: str = typer.Option(..., help="IDs to delete: @FILE (one per line, or a JSON list) or 1,2,3"),
-           method: Optional[str] = typer.Option(None, help="approximate method for a plain model folder; exact "
+           method: str | None = typer.Option(None, help="approximate method for a plain model folder; exact "
                                                            "models delete exactly"),
-           request_id: Optional[str] = typer.Option(None, help="your ID for the request (default: from the IDs); "
+           request_id: str | None = typer.Option(None, help="your ID for the request (default: from the IDs); "
                                                                "a request ID is served once"),
            param: list[str] = typer.Option([], help="method hyperparameter name=value (repeatable)")) -> None:
     """Delete IDs from a model folder's model, append the request to its ledger and write a receipt."""

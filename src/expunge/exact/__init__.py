@@ -7,9 +7,30 @@
 - :class:`~expunge.exact.folder.ModelFolder`: a model, its ledger and its receipts in one folder.
 """
 from expunge.exact.closed_form import ClosedFormModel, RidgeHead, fit_heads
-from expunge.exact.folder import KINDS, ModelFolder, Receipt, fit_closed_form_folder, register_kind, train_sisa_folder
+from expunge.exact.folder import (
+           KINDS,
+           ModelFolder,
+           Receipt,
+           fit_closed_form_folder,
+           register_kind,
+           train_sisa_folder,
+)
 from expunge.exact.ledger import Ledger, LedgerEntry, Verification
 from expunge.exact.sisa import DeletionCost, SisaModel
 
-__all__ = ["ClosedFormModel", "DeletionCost", "KINDS", "RidgeHead", "fit_closed_form_folder", "fit_heads", "Ledger", "LedgerEntry", "ModelFolder", "Receipt", "SisaModel", "Verification",
-           "register_kind", "train_sisa_folder"]
+__all__ = [
+           "KINDS",
+           "ClosedFormModel",
+           "DeletionCost",
+           "Ledger",
+           "LedgerEntry",
+           "ModelFolder",
+           "Receipt",
+           "RidgeHead",
+           "SisaModel",
+           "Verification",
+           "fit_closed_form_folder",
+           "fit_heads",
+           "register_kind",
+           "train_sisa_folder",
+]

@@ -169,7 +169,7 @@ class ModelFolder:
     # ------------------------------------------------------------------ creating and opening
     @classmethod
     def create(cls, path: str | Path, model: Any, kind: str, dataset: dict[str, Any] | None = None,
-               data: ArrayDataset | None = None) -> "ModelFolder":
+               data: ArrayDataset | None = None) -> ModelFolder:
         """Start a folder from a trained ``model`` of ``kind``; the ledger's first entry records it.
 
         ``dataset``: ``{"name": ..., "options": {...}}`` of a built-in dataset whose train
@@ -195,7 +195,7 @@ class ModelFolder:
         return folder
 
     @classmethod
-    def open(cls, path: str | Path) -> "ModelFolder":
+    def open(cls, path: str | Path) -> ModelFolder:
         path = Path(path)
         if not (path / META).is_file() or not (path / LEDGER).is_file():
             raise ExpungeError(f"{path} is not an expunge model folder (it needs {META} and {LEDGER}; create one "

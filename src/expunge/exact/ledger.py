@@ -112,7 +112,7 @@ class Ledger:
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def create(cls, path: str | Path) -> "Ledger":
+    def create(cls, path: str | Path) -> Ledger:
         path = Path(path)
         if path.exists():
             raise ExpungeError(f"{path} exists already: open it instead of creating a ledger over it")
@@ -128,7 +128,7 @@ class Ledger:
         return cls(path, _connect(path))
 
     @classmethod
-    def open(cls, path: str | Path) -> "Ledger":
+    def open(cls, path: str | Path) -> Ledger:
         path = Path(path)
         if not path.is_file():
             raise ExpungeError(f"no deletion ledger at {path}")
@@ -147,7 +147,7 @@ class Ledger:
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> "Ledger":
+    def __enter__(self) -> Ledger:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -125,7 +125,7 @@ class SisaModel:
     def train(cls, data: ArrayDataset, shards: int, slices: int = 1, recipe: Recipe | None = None, seed: int = 0,
               aggregate: str = "mean", ensembles: int = 1, exclude_ids: Sequence[int] | torch.Tensor | None = None,
               model: nn.Module | None = None, device: str | torch.device = "cpu",
-              progress: Progress | None = None) -> "SisaModel":
+              progress: Progress | None = None) -> SisaModel:
         """Train from scratch on ``data`` without ``exclude_ids`` (as if they had been deleted before training).
 
         ``seed``: ensemble ``e``'s shard ``s`` is initialised from ``seed + e * shards + s``;
@@ -255,7 +255,7 @@ class SisaModel:
         return positions
 
     def forget(self, data: ArrayDataset, ids: Sequence[int] | torch.Tensor, device: str | torch.device = "cpu",
-               progress: Progress | None = None) -> tuple["SisaModel", DeletionCost]:
+               progress: Progress | None = None) -> tuple[SisaModel, DeletionCost]:
         """Delete ``ids`` exactly: a new model (this one is untouched) and what it cost.
 
         ``data`` must be the training set the model was trained on (checked by IDs).
@@ -337,7 +337,7 @@ class SisaModel:
         return file_hash(path)
 
     @classmethod
-    def load(cls, path: str | Path, template: nn.Module | None = None) -> "SisaModel":
+    def load(cls, path: str | Path, template: nn.Module | None = None) -> SisaModel:
         """Read a file written by :meth:`save` (safetensors: nothing is unpickled)."""
         from safetensors import safe_open
 
