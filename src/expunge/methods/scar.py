@@ -11,7 +11,7 @@ from expunge.errors import ExpungeError
 from expunge.methods.base import Method, UnlearningTask, hyperparameter
 from expunge.methods.common import StackedTraining
 from expunge.methods.registry import register
-from expunge.methods.representation import Representations, nearest_other_class
+from expunge.methods.representation import Representations
 from expunge.training.losses import kl_to
 from expunge.training.population import Population
 from expunge.training.seeds import generator
@@ -116,7 +116,8 @@ class Scar(Method):
       class distributions from training data; with no retain set we estimate them from
       the original's representations of the surrogate inputs, grouped by the original's
       predicted class. A class predicted fewer than 8 times has no estimate and is never a
-      target.
+      target; a forget example with no estimated class besides its own is not pushed (the
+      distillation alone acts on it) and the cost record says so.
     - **Whole-class removal** (the authors' class-removal mode, on by default): the
       surrogate inputs the original assigns to a forgotten class are left out of the
       distillation and that class's teacher logit is lowered to the teacher's minimum, so
@@ -258,8 +259,20 @@ class Scar(Method):
         task.meter.forwards(len(forget_positions) * task.members)
         labels = task.y[forget_positions].expand(task.members, -1)
         distances = mahalanobis(forget_features, means, precision, hp.delta)
+        # (DUCK's nearest_other_class, except that an example with no estimated class besides its own is not
+        # pushed: a whole class's surrogates can all fall in that class. The masked distillation still acts.)
+        allowed = present.unsqueeze(1).expand_as(distances).clone()
+        allowed.scatter_(2, labels.long().unsqueeze(-1), False)
         target_class = torch.zeros(task.members, len(task.train), dtype=torch.long, device=task.device)
-        target_class[:, forget_positions] = nearest_other_class(distances, labels, present)
+        target_class[:, forget_positions] = distances.masked_fill(~allowed, float("inf")).argmin(-1)
+        pushed = torch.zeros(task.members, len(task.train), device=task.device)
+        pushed[:, forget_positions] = allowed.any(-1).float()
+        own = task.forget_masks[:, forget_positions]
+        unpushed = torch.nonzero((own & ~allowed.any(-1)).any(1)).flatten().tolist()
+        if unpushed:
+            task.meter.note(f"scar: members {unpushed} have forget examples with no other class estimated from the "
+                            f"surrogate inputs (a class needs {MIN_CLASS_EXAMPLES} surrogates the original assigns "
+                            "to it); those examples are not pushed, only the distillation acts on them")
         # Distillation targets and weights on the surrogate pool.
         keep = torch.ones_like(predicted, dtype=torch.float32)
         if hp.whole_classes:
@@ -295,7 +308,8 @@ class Scar(Method):
                     _, forget_z = representations.at(task, forget_batch.index, training.params)
                     all_distances = mahalanobis(forget_z, means, precision, hp.delta)
                     target = torch.gather(target_class, 1, forget_batch.index).unsqueeze(-1)
-                    push = forget_batch.mean(torch.gather(all_distances, 2, target).squeeze(-1))
+                    push = forget_batch.mean(torch.gather(all_distances, 2, target).squeeze(-1)
+                                             * torch.gather(pushed, 1, forget_batch.index))
                     outputs = training.population.forward(surrogate, training.params, per_member_input=True)
                     weight = torch.gather(keep, 1, picks)
                     target_outputs = torch.gather(teacher, 1, picks.unsqueeze(-1).expand(-1, -1, teacher.shape[-1]))
