@@ -51,7 +51,7 @@ class StackedVAE:
         """Deterministic reconstruction (the latent mean), used once the VAE is trained."""
         return self.decode(self.encode(x)[0])
 
-    def frozen(self) -> "StackedVAE":
+    def frozen(self) -> StackedVAE:
         for value in self.params.values():
             value.requires_grad_(False)
         return self
