@@ -11,7 +11,7 @@ from expunge.errors import ExpungeError
 from expunge.methods.base import Method, UnlearningTask, hyperparameter
 from expunge.methods.common import StackedTraining
 from expunge.methods.registry import register
-from expunge.methods.representation import Representations, nearest_other_class
+from expunge.methods.representation import Representations
 from expunge.training.losses import kl_to
 from expunge.training.population import Population
 from expunge.training.seeds import generator
@@ -116,13 +116,56 @@ class Scar(Method):
       class distributions from training data; with no retain set we estimate them from
       the original's representations of the surrogate inputs, grouped by the original's
       predicted class. A class predicted fewer than 8 times has no estimate and is never a
-      target.
-    - **Whole-class removal** (the authors' class-removal mode): with
-      ``whole_classes=True`` the surrogate inputs the original assigns to a forgotten
-      class are left out of the distillation and that class's teacher logit is lowered
-      to the teacher's minimum, so the distillation does not keep the class alive. The
-      method cannot tell from the forget set alone whether it is a whole class, so the
-      user says so; off by default.
+      target; a forget example with no estimated class besides its own is not pushed (the
+      distillation alone acts on it) and the cost record says so.
+    - **Whole-class removal** (the authors' class-removal mode, on by default): the
+      surrogate inputs the original assigns to a forgotten class are left out of the
+      distillation and that class's teacher logit is lowered to the teacher's minimum, so
+      the distillation does not keep the class alive. A retain-free method cannot tell from
+      the forget set alone whether it is whole classes; a member whose forget set holds
+      every class (plainly not whole classes) is unlearned without it, and the cost record
+      says so.
+
+    **What it forgets here: whole classes only** (``forget_sets = ("class",)``). The paper
+    claims class removal and "homogeneous" (random) removal, with natural-image surrogates.
+    Measured on MNIST-1D (MLP, 4 members, 2026-11-22; each setting with
+    ``unlearn_population`` on ``Scenario.build("mnist1d", rule)``, the defaults with
+    ``python benchmarks/methods.py --members 4 --methods scar --scenarios class:3 subclass:3
+    random:0.1``), forget / retain / test accuracy::
+
+    setting                                    class 3              sub-class 3          random 10%
+    original                                   99.6 / 91.5 / 60.8   99.8 / 92.0 / 60.8   91.4 / 92.3 / 60.8
+    oracle (retrained)                          0.0 / 90.7 / 52.5   67.0 / 91.7 / 60.7   59.4 / 90.7 / 60.0
+    paper's lr 5e-4, no whole-class removal    99.0 / 90.1 / 60.0   99.8 / 91.6 / 60.6   86.4 / 89.0 / 57.6
+    lr 5e-4, whole classes                     61.9 / 90.1 / 56.8
+    DEFAULT: lr 2e-3, whole classes            32.6 / 86.9 / 53.0   28.3 / 83.1 / 53.2   86.5 / 88.7 / 57.5 (*)
+    lr 3e-3, whole classes                     16.8 / 84.2 / 51.0
+    lr 5e-3, whole classes                      3.9 / 74.5 / 45.0
+    lr 1e-2, whole classes                      0.3 / 58.1 / 38.1
+    lr 2e-3, 6 epochs, whole classes           29.9 / 86.4 / 53.0
+    lr 2e-3, lambda_forget 5, whole classes    29.9 / 79.4 / 50.0
+    lr 5e-3, push alone (lambda_distill 1e-4)   0.4 / 31.4 / 25.4
+    lr 5e-3, no push (lambda_forget 0)          1.7 / 77.9 / 47.6
+    lr 2e-3, no whole-class removal            98.9 / 89.3 / 60.1   99.1 / 89.9 / 59.9   86.5 / 88.7 / 57.5
+    lr 5e-3, no whole-class removal            98.2 / 84.6 / 58.6   93.7 / 82.7 / 57.2   82.2 / 83.6 / 55.0
+    lambda_forget 5 (lr 5e-4), no whole-class                       99.6 / 90.1 / 59.4   74.3 / 78.5 / 49.7
+    8 epochs (lr 5e-4), no whole-class removal                      99.3 / 90.7 / 60.0   82.8 / 85.2 / 55.0
+    lr 2e-3, lambda_forget 5, no whole-class                        98.5 / 86.9 / 58.3   69.5 / 74.0 / 47.6
+
+    (*) every class is in a random forget set, so whole-class removal is off there.
+
+    On random 10% the forget and retain accuracies fall together at every setting (the
+    forget set is not forgotten as such: the noise surrogates do not hold the retain set's
+    behaviour, so a push strong enough to move the forget set moves everything); on a
+    sub-class nothing moves without whole-class removal, which removes the whole class
+    (28.3 against the oracle's 67.0). So scar claims whole classes only: ``expunge methods``
+    and the benchmark's "not claimed" line say so, and a forget set holding every class
+    gets a note in the cost record. On a whole class, forgetting costs retain accuracy
+    along one curve (the surrogates are noise, not the natural images the authors distil
+    on; the authors report that Gaussian noise fails as a surrogate): the default lr 2e-3
+    takes the class from 99.6 to 32.6 at 4.6 retain points for 0.15 of retraining's
+    example-gradients; for the oracle's 0, pass ``lr=5e-3`` (retain 74.5) or a stopping
+    target (``stop=``; the authors stop below 1% forget accuracy).
 
     Schedule: an epoch is one pass over the member's forget set; each forget minibatch
     is used for ``surrogate_steps`` consecutive steps, each with a fresh surrogate
@@ -139,7 +182,8 @@ class Scar(Method):
             the earliest).
         surrogate_steps: steps per forget minibatch, each with a new surrogate minibatch.
             Default 6, as the authors' loop.
-        lr: Adam learning rate. Default 5e-4, as the authors.
+        lr: Adam learning rate. Default 2e-3 (authors 5e-4, which leaves class 3 at 61.9%
+            forget accuracy here: table above).
         lambda_forget: weight of the Mahalanobis term. Default 1, as the authors.
         lambda_distill: weight of the distillation. Default 5, as the authors.
         temperature: teacher temperature ``T``. Default 1, as the authors.
@@ -148,13 +192,7 @@ class Scar(Method):
         surrogate: how out-of-distribution inputs are made (see above). Default ``"noise"``.
         surrogate_size: surrogate inputs per member. Default 2048.
         whole_classes: the forget set is every example of its classes (see above). Default
-            False. Finding, MNIST-1D class 3 (4 members, defaults otherwise; original
-            forget/retain/test accuracy 99.6/91.5/60.8, oracle 0/90.7/52.5): without it the
-            distillation on surrogate inputs, many of which the original calls class 3,
-            keeps the class (98.0/88.6/57.7); with it the class falls to 40.1/86.9/51.6
-            after the default 3 epochs. Pass it (or a stopping target) for class removal.
-            (These figures were measured when ``noise`` took the training set's moments;
-            the benchmark below gives the current ones.)
+            True: without it a class is not forgotten (99.0%, table above).
         batch_size: forget and surrogate minibatch size. Default 128.
 
     Figures for the defaults: ``python benchmarks/methods.py --methods scar``.
@@ -168,14 +206,14 @@ class Scar(Method):
     summary = "retain-free: Mahalanobis push of forget representations + distillation on generated OOD inputs"
     paper = "Bonato, Cotogni and Sabetta, ECCV 2024"
     needs_retain = False
-    forget_sets = ("random",)  # whole classes need whole_classes=True (see above)
+    forget_sets = ("class",)  # random and sub-class forget sets were not forgotten at any setting tried (see above)
 
     @dataclass(frozen=True)
     class Hyperparameters:
         epochs: int = hyperparameter(3, "passes over the forget set", search=(1, 8))
         surrogate_steps: int = hyperparameter(6, "steps per forget minibatch, each with a fresh surrogate minibatch",
                                               search=(1, 10))
-        lr: float = hyperparameter(5e-4, "Adam learning rate", search=(1e-4, 1e-2, "log"))
+        lr: float = hyperparameter(2e-3, "Adam learning rate", search=(1e-4, 1e-2, "log"))
         lambda_forget: float = hyperparameter(1.0, "weight of the Mahalanobis push", search=(0.1, 10.0, "log"))
         lambda_distill: float = hyperparameter(5.0, "weight of the distillation on surrogate inputs",
                                                search=(0.5, 20.0, "log"))
@@ -187,7 +225,8 @@ class Scar(Method):
                                         "forget_shuffled",
                                         search=list(SURROGATES))
         surrogate_size: int = hyperparameter(2048, "surrogate inputs per member")
-        whole_classes: bool = hyperparameter(False, "the forget set is every example of its classes")
+        whole_classes: bool = hyperparameter(True, "the forget set is every example of its classes (its classes "
+                                             "are kept out of the distillation)")
         batch_size: int = hyperparameter(128, "forget and surrogate minibatch size per member")
 
     def run(self, task: UnlearningTask, hp: Any) -> Population:
@@ -220,14 +259,34 @@ class Scar(Method):
         task.meter.forwards(len(forget_positions) * task.members)
         labels = task.y[forget_positions].expand(task.members, -1)
         distances = mahalanobis(forget_features, means, precision, hp.delta)
+        # (DUCK's nearest_other_class, except that an example with no estimated class besides its own is not
+        # pushed: a whole class's surrogates can all fall in that class. The masked distillation still acts.)
+        allowed = present.unsqueeze(1).expand_as(distances).clone()
+        allowed.scatter_(2, labels.long().unsqueeze(-1), False)
         target_class = torch.zeros(task.members, len(task.train), dtype=torch.long, device=task.device)
-        target_class[:, forget_positions] = nearest_other_class(distances, labels, present)
+        target_class[:, forget_positions] = distances.masked_fill(~allowed, float("inf")).argmin(-1)
+        pushed = torch.zeros(task.members, len(task.train), device=task.device)
+        pushed[:, forget_positions] = allowed.any(-1).float()
+        own = task.forget_masks[:, forget_positions]
+        unpushed = torch.nonzero((own & ~allowed.any(-1)).any(1)).flatten().tolist()
+        if unpushed:
+            task.meter.note(f"scar: members {unpushed} have forget examples with no other class estimated from the "
+                            f"surrogate inputs (a class needs {MIN_CLASS_EXAMPLES} surrogates the original assigns "
+                            "to it); those examples are not pushed, only the distillation acts on them")
         # Distillation targets and weights on the surrogate pool.
         keep = torch.ones_like(predicted, dtype=torch.float32)
         if hp.whole_classes:
             removed = torch.zeros(task.members, classes, dtype=torch.bool, device=task.device)
             for k in range(task.members):
                 removed[k, task.y[task.forget_masks[k]].unique()] = True
+            # A forget set holding every class is not whole classes (removing them all would leave no model):
+            # such a member is unlearned without whole-class removal, and the cost record says so.
+            every = removed.all(1)
+            if bool(every.any()):
+                removed[every] = False
+                task.meter.note(f"scar: the forget set of members {torch.nonzero(every).flatten().tolist()} holds "
+                                "every class, so it is not whole classes: whole-class removal was off for them; scar "
+                                "claims only whole-class forget sets (it does not forget random examples)")
             keep = (~torch.gather(removed, 1, predicted)).float()
             lowest = teacher.min(-1, keepdim=True).values.expand_as(teacher)
             teacher = torch.where(removed.unsqueeze(1).expand_as(teacher), lowest, teacher)
@@ -249,7 +308,8 @@ class Scar(Method):
                     _, forget_z = representations.at(task, forget_batch.index, training.params)
                     all_distances = mahalanobis(forget_z, means, precision, hp.delta)
                     target = torch.gather(target_class, 1, forget_batch.index).unsqueeze(-1)
-                    push = forget_batch.mean(torch.gather(all_distances, 2, target).squeeze(-1))
+                    push = forget_batch.mean(torch.gather(all_distances, 2, target).squeeze(-1)
+                                             * torch.gather(pushed, 1, forget_batch.index))
                     outputs = training.population.forward(surrogate, training.params, per_member_input=True)
                     weight = torch.gather(keep, 1, picks)
                     target_outputs = torch.gather(teacher, 1, picks.unsqueeze(-1).expand(-1, -1, teacher.shape[-1]))
