@@ -150,7 +150,7 @@ class Sisa(ExactConstruction):
 
     name = "sisa"
     paper = "Bourtoule et al., Machine Unlearning, IEEE S&P 2021"
-    defaults = {"shards": 4, "slices": 2, "aggregate": "mean"}
+    defaults: ClassVar[dict[str, Any]] = {"shards": 4, "slices": 2, "aggregate": "mean"}
 
     def describe(self) -> str:
         hp = self.hyperparameters
@@ -206,7 +206,7 @@ class ClosedForm(ExactConstruction):
 
     name = "closed_form"
     paper = "Guo et al., Certified Data Removal from Machine Learning Models, ICML 2020 (exact ridge case)"
-    defaults = {"l2": 1.0}
+    defaults: ClassVar[dict[str, Any]] = {"l2": 1.0}
 
     def describe(self) -> str:
         return f"ridge head (l2 = {self.hyperparameters['l2']:g}) on random features of the recipe's architecture"
