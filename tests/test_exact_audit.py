@@ -140,3 +140,19 @@ def test_names_and_hyperparameters_fail_before_any_training():
     # The CLI passes --param values as text; they take the default's type.
     assert Sisa.check_hyperparameters({"shards": "8"}) == {"shards": 8, "slices": 2, "aggregate": "mean"}
     assert method_plan("closed_form", {"l2": "0.5"}) == {"closed_form": {"l2": "0.5"}}
+
+
+def test_the_cli_audits_an_exact_construction_with_text_hyperparameters(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from expunge.cli.main import app
+
+    out = tmp_path / "report"
+    result = CliRunner().invoke(app, ["audit", "--dataset", "gaussians", "--method", "sisa", "--param", "shards=2",
+                                      "--members", "2", "--shadows", "0", "--epochs", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    entry = json.loads((out / "report.json").read_text())["methods"][0]
+    assert entry["kind"] == "exact" and entry["status"] == "ok" and entry["hyperparameters"]["shards"] == 2
+    assert "SISA, 2 shards x 2 slices" in entry["oracle"]
