@@ -11,7 +11,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from expunge.audit.evidence import AuditContext, Candidate
+from expunge.audit.evidence import NETWORK_VIEWS, AuditContext, Candidate
 from expunge.audit.metric import METRICS, Metric, Plot
 from expunge.audit.results import Measurement, MetricResult
 from expunge.audit.verdict import judge
@@ -69,11 +69,15 @@ class Assessor:
     def assess(self, candidate: Candidate, plots: bool = True) -> Assessment:
         """Every applicable metric of ``candidate``, each row judged against its reference."""
         result = Assessment()
+        without_networks = []
         for metric in self.metrics:
             if metric.name in self.not_applicable:
                 continue
             if "shadows" in metric.needs and candidate.shadow is None:
                 continue  # U-LiRA without shadow models: skipped (shadow_members=0), said in the report header
+            if metric.needs & NETWORK_VIEWS and not candidate.evidence.has_networks:
+                without_networks.append(metric.name)
+                continue
             try:
                 measured = metric.measure(candidate, self.context)
                 reference = self._reference(metric, candidate)
@@ -87,6 +91,9 @@ class Assessor:
             except Exception as error:  # noqa: BLE001 - one broken metric must not lose the others
                 log.error("metric %s failed on %s:\n%s", metric.name, candidate.name, traceback.format_exc())
                 result.notes.append(f"metric {metric.name!r} failed: {type(error).__name__}: {error}")
+        if without_networks:
+            result.notes.append(f"not measured: {', '.join(without_networks)} (representation metrics need one "
+                                "network per member; these members are not single networks)")
         return result
 
     def describe(self) -> dict[str, Any]:

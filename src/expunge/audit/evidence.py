@@ -28,6 +28,8 @@ MIN_MEMBERS = 2
 MIN_FORGET = 10  # below this a P95 over forget examples or an eps histogram means little
 MIN_SHADOWS = 8  # two folds, each with >= 2 "in" and 2 "out" models per example
 ACTIVATION_EXAMPLES = 1000  # per split, for layer-wise metrics (all layers of all members are held at once)
+# Views that exist only when each member is one network (an ensemble or a head on features has no such layers).
+NETWORK_VIEWS = frozenset({"features", "activations"})
 
 
 @dataclass
@@ -102,6 +104,16 @@ class Evidence:
     @property
     def members(self) -> int:
         return len(self.population)
+
+    @property
+    def has_networks(self) -> bool:
+        """Whether each member is one network, so :data:`NETWORK_VIEWS` exist.
+
+        Anything with ``__len__`` and ``predict(inputs) -> [K, N, outputs]`` can stand in
+        for a population; one that sets ``one_network_per_member = False`` (an ensemble, a
+        head on features: :mod:`expunge.bench.exact`) has no penultimate features or layers.
+        """
+        return bool(getattr(self.population, "one_network_per_member", True))
 
     def scores(self, split: str) -> Scores:
         """Task statistics ``[K, n]`` on a split."""

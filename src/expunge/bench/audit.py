@@ -32,6 +32,7 @@ from expunge.audit.evidence import (
 )
 from expunge.audit.results import MetricResult, find
 from expunge.audit.verdict import verdict
+from expunge.bench.exact import EXACT, audit_exact, exact_entry
 from expunge.bench.executor import Executor, LocalExecutor, retrain_cost_from_method
 from expunge.bench.machine import describe
 from expunge.bench.plan import AuditPlan, method_plan, plan_audit
@@ -117,6 +118,10 @@ def run_audit(scenario: Scenario, method: str | list[str] | dict[str, dict] = "f
 
     A method that raises is reported as failed, with its error in the report and its
     traceback in the log (logger ``expunge.audit``); the other methods are still audited.
+
+    Exact constructions (``"sisa"``, ``"closed_form"``: :data:`expunge.bench.exact.EXACT`)
+    are audited against their own oracle, the same construction trained without the
+    forget set, with the single model's accuracy beside theirs (:func:`audit_exact`).
     """
     progress = progress or _silent
     executor = executor or LocalExecutor()
@@ -141,7 +146,7 @@ def run_audit(scenario: Scenario, method: str | list[str] | dict[str, dict] = "f
 
     # Retraining is timed in this run: by the retrain method when it is audited (first), else one epoch of it.
     entries: dict[str, dict[str, Any]] = {}
-    ordered = sorted(methods, key=lambda name: name != "retrain")
+    ordered = sorted((name for name in methods if name not in EXACT), key=lambda name: name != "retrain")
     unlearned: dict[str, tuple[Population, Any]] = {}
     retrain = None
     for name in ordered:
@@ -165,6 +170,17 @@ def run_audit(scenario: Scenario, method: str | list[str] | dict[str, dict] = "f
     assessor = Assessor(context, metrics, metric_options)
     rows: list[MetricResult] = []
     for name in methods:
+        if name in EXACT:
+            entries[name] = exact_entry(name, methods[name])
+            shadow_masks = plan.populations["shadow"].keep_masks if "shadow" in plan.populations else None
+            try:
+                assessment = audit_exact(entries[name], scenario, context, members, shadow_masks, metrics,
+                                         metric_options, progress)
+            except Exception as error:  # noqa: BLE001 - the report says which construction failed and why
+                _fail(entries[name], error)
+                continue
+            rows += assessment.rows
+            continue
         entry = entries[name]
         if name not in unlearned or entry["status"] != "ok":
             continue

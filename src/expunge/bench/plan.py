@@ -13,8 +13,9 @@ from typing import Any
 
 import torch
 
-from expunge.errors import ExpungeError
-from expunge.methods.registry import get_method
+from expunge.bench.exact import EXACT
+from expunge.errors import ExpungeError, unknown_name
+from expunge.methods.registry import METHODS, get_method
 from expunge.training.engine import ENGINE_VERSION
 from expunge.training.scenario import Scenario
 from expunge.training.store import content_key, mask_fingerprint
@@ -98,7 +99,12 @@ def method_plan(method: str | list[str] | dict[str, dict], hyperparameters: dict
     if not plan:
         raise ExpungeError("name at least one method to audit (see `expunge methods`)")
     for name, hp in plan.items():  # fail fast on names and hyperparameters, before any training
-        get_method(name).make_hyperparameters(**hp)
+        if name in EXACT:
+            EXACT.get(name).check_hyperparameters(hp)
+        elif name in METHODS:
+            get_method(name).make_hyperparameters(**hp)
+        else:
+            raise unknown_name("method", name, [*METHODS.names(), *EXACT.names()])
     return plan
 
 
@@ -111,6 +117,8 @@ def plan_audit(scenario: Scenario, methods: dict[str, dict[str, Any]], members: 
     jobs = []
     forget = mask_fingerprint(scenario.forget_mask)
     for name, hp in methods.items():
+        if name in EXACT:
+            continue  # an exact construction builds its own populations (expunge.bench.exact)
         for target, method_seed in (("original", seed), ("shadow", seed + 1)):
             if target not in populations:
                 continue

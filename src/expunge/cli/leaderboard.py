@@ -28,8 +28,10 @@ def _number(value: float | None, digits: int, unit: str = "") -> str:
 def cell(row: MetricResult) -> str:
     """``value (reference)``, coloured by the row's judgement."""
     text = _number(row.value, row.digits, row.unit)
+    single = row.details.get("single_model_oracle")  # exact constructions: a single retrained model's value
     if row.reference is not None and row.reference_kind != "constant":
-        text += f" ({_number(row.reference, row.digits)})"
+        beside = "" if single is None else f"; 1 model {_number(single, row.digits)}"
+        text += f" ({_number(row.reference, row.digits)}{beside})"
     style = STYLES.get(row.judgement, "")
     return f"[{style}]{text}[/]" if style else text
 
@@ -57,6 +59,10 @@ def leaderboard(report: Any) -> Table:
     if chance:
         caption += f"; chance: {', '.join(chance)}"
     caption += ". Green: within tolerance of the reference; red: distinguishable. Definitions: report.html"
+    for entry in data["methods"]:
+        if entry.get("kind") == "exact" and entry.get("oracle"):
+            caption += (f"\n{entry['method']} (exact): (x) is its own oracle, {entry['oracle']}; "
+                        "TA's '1 model': a single model retrained without the forget set")
     table = Table(title=title, caption=caption)
     columns = headline_columns(rows)
     table.add_column("method", no_wrap=True)

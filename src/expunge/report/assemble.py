@@ -29,7 +29,7 @@ JUDGEMENTS = ("good", "warn", "bad", "na")
 # Rows drawn in the cost chart: ratios to retraining the oracle with the recipe.
 COST_GRADIENTS, COST_TIME = "cost_gradients", "cost_time"
 # Details worth a place in the summary cell, with how to say them; all details appear in the details table.
-SUMMARY_DETAILS = {"ceiling": "ceiling {}", "n_shadows": "{} shadows"}
+SUMMARY_DETAILS = {"ceiling": "ceiling {}", "n_shadows": "{} shadows", "single_model_oracle": "single model {}"}
 MIB = 2 ** 20
 
 
