@@ -83,6 +83,9 @@ class PopulationOptimizer:
         return go
 
     def _uniform_step(self, names: list[str], grads: list[torch.Tensor], rate: float, t: int) -> None:
+        if not self.update_masks:
+            self._foreach_step(names, grads, rate, t)
+            return
         b1, b2 = self.betas
         for name, g in zip(names, grads):
             p, state = self.params[name], self.state[name]
@@ -118,6 +121,47 @@ class PopulationOptimizer:
                 p.addcdiv_(m, denom, value=-rate / (1 - b1 ** t))
             else:
                 p.sub_(m / denom * mask, alpha=rate / (1 - b1 ** t))
+
+    def _foreach_step(self, names: list[str], grads: list[torch.Tensor], rate: float, t: int) -> None:
+        """:meth:`_uniform_step` without update masks, as multi-tensor (``torch._foreach_*``) kernels.
+
+        The same element-wise operations in the same order as the per-tensor loop, so the
+        same numbers; one kernel launch per operation for all tensors instead of one per
+        tensor (most of the optimiser's time for small models).
+        """
+        params = [self.params[name] for name in names]
+        if self.weight_decay and self.kind != "adamw":
+            grads = torch._foreach_add(grads, params, alpha=self.weight_decay)
+        if self.kind == "sgd":
+            if self.momentum:
+                if "momentum" not in self.state[names[0]]:
+                    buffers = [g.clone() for g in grads]
+                    for name, buf in zip(names, buffers):
+                        self.state[name]["momentum"] = buf
+                else:
+                    buffers = [self.state[name]["momentum"] for name in names]
+                    torch._foreach_mul_(buffers, self.momentum)
+                    torch._foreach_add_(buffers, grads)
+                directions = torch._foreach_add(grads, buffers, alpha=self.momentum) if self.nesterov else buffers
+            else:
+                directions = grads
+            torch._foreach_add_(params, directions, alpha=-rate)
+            return
+        b1, b2 = self.betas
+        if "m" not in self.state[names[0]]:
+            for name, p in zip(names, params):
+                self.state[name]["m"], self.state[name]["v"] = torch.zeros_like(p), torch.zeros_like(p)
+        ms = [self.state[name]["m"] for name in names]
+        vs = [self.state[name]["v"] for name in names]
+        torch._foreach_lerp_(ms, grads, 1 - b1)
+        torch._foreach_mul_(vs, b2)
+        torch._foreach_addcmul_(vs, grads, grads, value=1 - b2)
+        denominators = torch._foreach_div(vs, 1 - b2 ** t)
+        torch._foreach_sqrt_(denominators)
+        torch._foreach_add_(denominators, self.eps)
+        if self.kind == "adamw" and self.weight_decay:
+            torch._foreach_mul_(params, 1 - rate * self.weight_decay)
+        torch._foreach_addcdiv_(params, ms, denominators, value=-rate / (1 - b1 ** t))
 
     def _masked_step(self, names: list[str], grads: list[torch.Tensor], go: torch.Tensor,
                      rate: float | torch.Tensor) -> None:
