@@ -203,7 +203,18 @@ class Population:
         return self.activations(x, [head], chunk, inputs_of=True)[head]
 
     def _call(self, params: Params, buffers: Params, inputs: Inputs) -> torch.Tensor:
-        return functional_call(self.template, (params, buffers), inputs)
+        return functional_call(self.template, (params, buffers), inputs, tie_weights=self._tied)
+
+    @property
+    def _tied(self) -> bool:
+        """Whether the architecture shares a tensor between modules (tied weights must be re-tied per call;
+        without them, skipping that search saves a few percent of a small model's training step)."""
+        tied = getattr(self, "_tied_cache", None)
+        if tied is None:
+            named = list(self.template.named_parameters(remove_duplicate=False))
+            named += list(self.template.named_buffers(remove_duplicate=False))
+            tied = self._tied_cache = len({id(t) for _, t in named}) < len(named)
+        return tied
 
     def _vmap_works(self, params: Params, inputs: Inputs, per_member_input: bool) -> bool:
         try:
