@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["INPUT_COLUMNS", "OUTPUT_COLUMNS", "SCENARIO", "TIE_RULE", "FewSeedsWarning", "directions",
-           "leaderboard", "metric_key", "scenario_label"]
+           "leaderboard", "metric_key", "results_frame", "scenario_label"]
 
 SCENARIO = ("dataset", "forget_rule", "members")
 INPUT_COLUMNS = ("dataset", "forget_rule", "method", "hyperparameters", "scenario_seed", "members", "metric",
@@ -89,6 +89,29 @@ def directions() -> dict[str, str]:
             if direction:
                 found.setdefault(row.key, direction)
     return found
+
+
+def results_frame(rows: Sequence[Any], dataset: str, forget_rule: str, members: int, scenario_seed: int,
+                  hyperparameters: dict[str, Any] | None = None) -> "pd.DataFrame":
+    """One grid cell's :class:`~expunge.audit.results.MetricResult` rows as a results frame (:data:`INPUT_COLUMNS`).
+
+    For notebooks and tests without a results store: concatenate the frames of several
+    cells (``pandas.concat``) and pass them to :func:`leaderboard`. ``hyperparameters``:
+    method name -> its hyperparameters (stored as JSON text).
+    """
+    import json
+
+    pd = _pandas()
+    hyperparameters = hyperparameters or {}
+    records = [dict(dataset=dataset, forget_rule=forget_rule, method=r.method,
+                    hyperparameters=json.dumps(hyperparameters.get(r.method, {}), sort_keys=True, default=str),
+                    scenario_seed=int(scenario_seed), members=int(members), metric=r.metric, split=r.split,
+                    value=float(r.value), spread=math.nan if r.spread is None else float(r.spread),
+                    reference=math.nan if r.reference is None else float(r.reference),
+                    reference_kind=r.reference_kind, definition=r.definition, n_models=int(r.n_models), unit=r.unit,
+                    headline=int(r.headline), label=r.label)
+               for r in rows]
+    return pd.DataFrame(records, columns=list(INPUT_COLUMNS))
 
 
 def _pandas():

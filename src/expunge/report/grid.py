@@ -171,8 +171,7 @@ def heatmap_chart(board: "pd.DataFrame", key: str) -> Drawing | None:
     limit = limit if limit > 0 else 1.0
     import matplotlib
 
-    cmap = matplotlib.colormaps["RdYlGn_r"].copy()
-    cmap.set_bad("#eeeeee")
+    cmap = matplotlib.colormaps["RdYlGn_r"].with_extremes(bad="#eeeeee")
     image = ax.imshow(np.ma.masked_invalid(badness), cmap=cmap, aspect="auto",
                       norm=TwoSlopeNorm(vcenter=0.0, vmin=-limit, vmax=limit))
     for i, method in enumerate(methods):
