@@ -11,17 +11,23 @@ import pytest
 
 pd = pytest.importorskip("pandas")
 
-from expunge.bench.leaderboard import TIE_RULE, FewSeedsWarning, leaderboard, results_frame  # noqa: E402
-from expunge.errors import ExpungeError  # noqa: E402
+from expunge.bench.leaderboard import (
+    TIE_RULE,
+    FewSeedsWarning,
+    leaderboard,
+    metric_key,
+    results_frame,
+)
+from expunge.errors import ExpungeError
 
-KLOM = dict(metric="klom_p95", split="forget", reference_kind="noise_floor", label="KLoM forget P95", headline=7,
-            unit="", definition="klom@test")
-TA = dict(metric="accuracy", split="test", reference_kind="oracle", label="TA", headline=3, unit="%",
-          definition="accuracy@test")
-F = dict(metric="competition_f", split="forget", reference_kind="noise_floor", label="F", headline=6, unit="",
-         definition="f@test")
-COST = dict(metric="cost_gradients", split="all", reference_kind="constant", label="cost", headline=9, unit="×",
-            definition="cost@test")
+KLOM = {"metric": "klom_p95", "split": "forget", "reference_kind": "noise_floor",
+        "label": "KLoM forget P95", "headline": 7, "unit": "", "definition": "klom@test"}
+TA = {"metric": "accuracy", "split": "test", "reference_kind": "oracle",
+      "label": "TA", "headline": 3, "unit": "%", "definition": "accuracy@test"}
+F = {"metric": "competition_f", "split": "forget", "reference_kind": "noise_floor",
+     "label": "F", "headline": 6, "unit": "", "definition": "f@test"}
+COST = {"metric": "cost_gradients", "split": "all", "reference_kind": "constant",
+        "label": "cost", "headline": 9, "unit": "×", "definition": "cost@test"}
 OFFSETS = (-0.1, 0.0, 0.1, 0.05, -0.05)  # the same seed-to-seed scatter for every method
 
 
@@ -128,7 +134,9 @@ def test_closeness_metrics_rank_by_distance_to_the_oracle_either_side():
 
 
 def test_unusable_floor_ranks_on_the_value_and_lower_is_better_column_wins():
-    board = leaderboard(frame(rows("a", F, [0.1, 0.2, 0.1, 0.2], [0.0] * 4), rows("b", F, [0.6, 0.7, 0.6, 0.7], [0.0] * 4)))
+    no_floor = [0.0] * 4
+    board = leaderboard(frame(rows("a", F, [0.1, 0.2, 0.1, 0.2], no_floor),
+                              rows("b", F, [0.6, 0.7, 0.6, 0.7], no_floor)))
     assert cell(board, "b", "competition_f/forget")["best"]
     assert cell(board, "b", "competition_f/forget")["ranked_on"] == "value"
     assert math.isnan(cell(board, "b", "competition_f/forget")["relative"])
@@ -238,7 +246,7 @@ def test_leaderboard_of_real_audits(tmp_path):
         board = leaderboard(data)
     assert set(board["method"]) == {"retrain", "finetune"} and set(board["n_seeds"]) == {2}
     headline = data[data["headline"] > 0]
-    assert set(board["metric"]) == {m if s == "all" else f"{m}/{s}" for m, s in zip(headline["metric"], headline["split"])}
+    assert set(board["metric"]) == {metric_key(m, s) for m, s in zip(headline["metric"], headline["split"])}
     assert {"accuracy/forget", "klom_p95/forget", "cost_gradients"} <= set(board["metric"])
     finite = board[np.isfinite(board["ci_low"])]
     assert (finite["ci_low"] <= finite["mean"] + 1e-12).all() and (finite["mean"] <= finite["ci_high"] + 1e-12).all()

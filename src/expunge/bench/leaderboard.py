@@ -83,7 +83,7 @@ def directions() -> dict[str, str]:
     from expunge.audit.metric import METRICS
 
     found: dict[str, str] = {}
-    for _, metric in METRICS.items():
+    for metric in METRICS.as_dict().values():
         for row in metric.rows:
             direction = _RULE_DIRECTIONS.get(row.closeness.rule)
             if direction:
@@ -92,7 +92,7 @@ def directions() -> dict[str, str]:
 
 
 def results_frame(rows: Sequence[Any], dataset: str, forget_rule: str, members: int, scenario_seed: int,
-                  hyperparameters: dict[str, Any] | None = None) -> "pd.DataFrame":
+                  hyperparameters: dict[str, Any] | None = None) -> pd.DataFrame:
     """One grid cell's :class:`~expunge.audit.results.MetricResult` rows as a results frame (:data:`INPUT_COLUMNS`).
 
     For notebooks and tests without a results store: concatenate the frames of several
@@ -103,13 +103,14 @@ def results_frame(rows: Sequence[Any], dataset: str, forget_rule: str, members: 
 
     pd = _pandas()
     hyperparameters = hyperparameters or {}
-    records = [dict(dataset=dataset, forget_rule=forget_rule, method=r.method,
-                    hyperparameters=json.dumps(hyperparameters.get(r.method, {}), sort_keys=True, default=str),
-                    scenario_seed=int(scenario_seed), members=int(members), metric=r.metric, split=r.split,
-                    value=float(r.value), spread=math.nan if r.spread is None else float(r.spread),
-                    reference=math.nan if r.reference is None else float(r.reference),
-                    reference_kind=r.reference_kind, definition=r.definition, n_models=int(r.n_models), unit=r.unit,
-                    headline=int(r.headline), label=r.label)
+    records = [{"dataset": dataset, "forget_rule": forget_rule, "method": r.method,
+                "hyperparameters": json.dumps(hyperparameters.get(r.method, {}), sort_keys=True, default=str),
+                "scenario_seed": int(scenario_seed), "members": int(members), "metric": r.metric,
+                "split": r.split, "value": float(r.value),
+                "spread": math.nan if r.spread is None else float(r.spread),
+                "reference": math.nan if r.reference is None else float(r.reference),
+                "reference_kind": r.reference_kind, "definition": r.definition, "n_models": int(r.n_models),
+                "unit": r.unit, "headline": int(r.headline), "label": r.label}
                for r in rows]
     return pd.DataFrame(records, columns=list(INPUT_COLUMNS))
 
@@ -122,7 +123,7 @@ def _pandas():
     return pandas
 
 
-def _check(frame: "pd.DataFrame") -> None:
+def _check(frame: pd.DataFrame) -> None:
     missing = [c for c in ("dataset", "forget_rule", "members", "method", "scenario_seed", "metric", "split", "value")
                if c not in frame.columns]
     if missing:
@@ -130,7 +131,7 @@ def _check(frame: "pd.DataFrame") -> None:
                            f"{', '.join(INPUT_COLUMNS)}")
 
 
-def _direction(rows: "pd.DataFrame", key: str, known: dict[str, str]) -> str:
+def _direction(rows: pd.DataFrame, key: str, known: dict[str, str]) -> str:
     if "lower_is_better" in rows.columns:
         stated = [v for v in rows["lower_is_better"].tolist() if v is not None and not _isnan(v)]
         if stated:
@@ -181,8 +182,8 @@ def _intervals(samples: np.ndarray, confidence: float, resamples: int, seed: int
     return low, high
 
 
-def leaderboard(frame: "pd.DataFrame", metrics: Sequence[str] | None = None, confidence: float = 0.95,
-                resamples: int = 10_000, seed: int = 0) -> "pd.DataFrame":
+def leaderboard(frame: pd.DataFrame, metrics: Sequence[str] | None = None, confidence: float = 0.95,
+                resamples: int = 10_000, seed: int = 0) -> pd.DataFrame:
     """One row per method x scenario x headline metric: mean over scenario seeds, bootstrap interval, ties.
 
     ``frame``: the results store's rows (:data:`INPUT_COLUMNS`; ``lower_is_better`` optional,
@@ -222,7 +223,8 @@ def leaderboard(frame: "pd.DataFrame", metrics: Sequence[str] | None = None, con
         for name in metrics:
             matched = [name] if name in available else sorted(k for k in available if k.split("/")[0] == name)
             if not matched:
-                raise ExpungeError(f"no results for metric {name!r} in the frame; present: {', '.join(sorted(available))}")
+                raise ExpungeError(f"no results for metric {name!r} in the frame; present: "
+                                   f"{', '.join(sorted(available))}")
             keys += [k for k in matched if k not in keys]
     data = data[data["key"].isin(keys)]
     duplicated = data.duplicated(["dataset", "forget_rule", "members", "scenario_seed", "method", "key"], keep=False)
@@ -247,15 +249,16 @@ def leaderboard(frame: "pd.DataFrame", metrics: Sequence[str] | None = None, con
                 else np.full(len(rows), math.nan)
             finite = np.isfinite(values)
             first = rows.iloc[0]
-            cells.append(dict(
-                dataset=dataset, forget_rule=rule, members=members, scenario=scenario_label(dataset, rule, members),
-                method=method, metric=key, label=str(first.get("label") or key), unit=str(first.get("unit") or ""),
-                headline=int(first["headline"]), definition=str(first.get("definition") or ""),
-                n_seeds=int(finite.sum()), seeds=",".join(str(s) for s in rows["scenario_seed"][finite]),
-                values=values[finite], references=references[finite],
-                relatives=np.array([_relative(v, r, relative_kind) for v, r in zip(values[finite], references[finite])]),
-                reference_kind=reference_kind, relative_kind=relative_kind, direction=direction,
-                dropped=int((~finite).sum())))
+            relatives = [_relative(v, r, relative_kind) for v, r in zip(values[finite], references[finite])]
+            cells.append({
+                "dataset": dataset, "forget_rule": rule, "members": members,
+                "scenario": scenario_label(dataset, rule, members), "method": method, "metric": key,
+                "label": str(first.get("label") or key), "unit": str(first.get("unit") or ""),
+                "headline": int(first["headline"]), "definition": str(first.get("definition") or ""),
+                "n_seeds": int(finite.sum()), "seeds": ",".join(str(s) for s in rows["scenario_seed"][finite]),
+                "values": values[finite], "references": references[finite], "relatives": np.array(relatives),
+                "reference_kind": reference_kind, "relative_kind": relative_kind, "direction": direction,
+                "dropped": int((~finite).sum())})
     _rank(cells)
     _bootstrap(cells, confidence, resamples, seed)
     _ties(cells)
@@ -318,7 +321,8 @@ def _bootstrap(cells: list[dict[str, Any]], confidence: float, resamples: int, s
             by_count.setdefault(n, []).append(cell)
     for n, group in by_count.items():
         stacked = [(cell, name, samples) for cell in group
-                   for name, samples in (("ci", cell["values"]), ("relative", cell["relatives"]), ("score", cell["scores"]))
+                   for name, samples in (("ci", cell["values"]), ("relative", cell["relatives"]),
+                                         ("score", cell["scores"]))
                    if samples is not None and np.all(np.isfinite(samples))]
         if not stacked:
             continue

@@ -20,7 +20,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from expunge.bench.leaderboard import CLOSEST, DIFFERENCE, HIGHER, LOWER, RATIO, TIE_RULE, leaderboard, metric_key
+from expunge.bench.leaderboard import (
+    CLOSEST,
+    DIFFERENCE,
+    HIGHER,
+    LOWER,
+    RATIO,
+    TIE_RULE,
+    leaderboard,
+    metric_key,
+)
 from expunge.errors import ExpungeError
 from expunge.files import atomic_write
 from expunge.report.assemble import DASH
@@ -30,8 +39,16 @@ from expunge.report.render import CSS, esc
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["QUALITY", "COST", "grid_table", "heatmap_chart", "frontier_chart", "pareto_front", "render_grid_html",
-           "write_grid_report"]
+__all__ = [
+    "COST",
+    "QUALITY",
+    "frontier_chart",
+    "grid_table",
+    "heatmap_chart",
+    "pareto_front",
+    "render_grid_html",
+    "write_grid_report",
+]
 
 QUALITY, COST = "klom_p95/forget", "cost_gradients"  # the frontier's axes by default
 REFERENCE_WORDS = {"oracle": "oracle", "noise_floor": "floor"}
@@ -69,16 +86,16 @@ def relative_text(row: Any) -> str:
     return ""
 
 
-def _methods(board: "pd.DataFrame") -> list[str]:
+def _methods(board: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(board["method"]))
 
 
-def _columns(board: "pd.DataFrame") -> list[tuple[str, str, str]]:
+def _columns(board: pd.DataFrame) -> list[tuple[str, str, str]]:
     """``(scenario, metric key, label)`` per column, scenarios in order, metrics in headline order."""
     return list(dict.fromkeys(zip(board["scenario"], board["metric"], board["label"])))
 
 
-def _notes(board: "pd.DataFrame") -> list[str]:
+def _notes(board: pd.DataFrame) -> list[str]:
     notes = []
     for text in dict.fromkeys(n for n in board["note"] if n):
         where = board[board["note"] == text]
@@ -88,7 +105,7 @@ def _notes(board: "pd.DataFrame") -> list[str]:
 
 
 # ----------------------------------------------------------------------------- terminal
-def grid_table(board: "pd.DataFrame", title: str = "Grid leaderboard") -> Any:
+def grid_table(board: pd.DataFrame, title: str = "Grid leaderboard") -> Any:
     """A rich table of :func:`~expunge.bench.leaderboard.leaderboard`'s output; tied-best cells in bold."""
     from rich.table import Table
 
@@ -148,7 +165,7 @@ def _badness(row: dict[str, Any]) -> float:
     return relative
 
 
-def heatmap_chart(board: "pd.DataFrame", key: str) -> Drawing | None:
+def heatmap_chart(board: pd.DataFrame, key: str) -> Drawing | None:
     """Method x scenario heat map of one metric, coloured by its value relative to the reference."""
     rows = board[board["metric"] == key]
     if rows.empty:
@@ -177,7 +194,7 @@ def heatmap_chart(board: "pd.DataFrame", key: str) -> Drawing | None:
     for i, method in enumerate(methods):
         for j, scenario in enumerate(scenarios):
             row = records.get((method, scenario))
-            text = DASH if row is None else (_fmt(row["relative"]) if kind in (RATIO, DIFFERENCE) else _fmt(row["mean"]))
+            text = DASH if row is None else _fmt(row["relative" if kind in (RATIO, DIFFERENCE) else "mean"])
             if row is not None and kind == RATIO and text != DASH:
                 text += "×"
             bold = row is not None and row["tied_best"]
@@ -217,7 +234,7 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i])
 
 
-def frontier_chart(board: "pd.DataFrame", scenario: str, quality: str = QUALITY, cost: str = COST
+def frontier_chart(board: pd.DataFrame, scenario: str, quality: str = QUALITY, cost: str = COST
                    ) -> Drawing | None:
     """One scenario's methods on the cost x quality-distance plane, Pareto front highlighted.
 
@@ -274,12 +291,13 @@ def frontier_chart(board: "pd.DataFrame", scenario: str, quality: str = QUALITY,
 
 
 # ----------------------------------------------------------------------------- the page
-def _html_table(board: "pd.DataFrame") -> str:
+def _html_table(board: pd.DataFrame) -> str:
     columns = _columns(board)
     scenarios = list(dict.fromkeys(s for s, _, _ in columns))
-    top = "".join(f'<th scope="colgroup" colspan="{sum(1 for s, _, _ in columns if s == scenario)}">{esc(scenario)}</th>'
-                  for scenario in scenarios)
-    second = "".join(f'<th scope="col">{esc(label)}<span class="def">{esc(key)}</span></th>' for _, key, label in columns)
+    spans = {scenario: sum(1 for s, _, _ in columns if s == scenario) for scenario in scenarios}
+    top = "".join(f'<th scope="colgroup" colspan="{spans[scenario]}">{esc(scenario)}</th>' for scenario in scenarios)
+    second = "".join(f'<th scope="col">{esc(label)}<span class="def">{esc(key)}</span></th>'
+                     for _, key, label in columns)
     cells = {(r["method"], r["scenario"], r["metric"]): r for r in board.to_dict("records")}
     body = []
     for method in _methods(board):
@@ -318,14 +336,14 @@ GRID_CSS = """
 """
 
 
-def render_grid_html(frame: "pd.DataFrame", metrics: Sequence[str] | None = None, confidence: float = 0.95,
+def render_grid_html(frame: pd.DataFrame, metrics: Sequence[str] | None = None, confidence: float = 0.95,
                      resamples: int = 10_000, seed: int = 0, title: str = "Grid leaderboard",
                      quality: str = QUALITY, cost: str = COST) -> str:
     """The grid report page for the results ``frame`` (see :func:`expunge.bench.leaderboard.leaderboard`)."""
     import warnings
 
     board = leaderboard(frame, metrics, confidence, resamples, seed)
-    keys = set(metric_key(m, s) for m, s in zip(frame["metric"], frame["split"]))
+    keys = {metric_key(m, s) for m, s in zip(frame["metric"], frame["split"])}
     axes = [k for k in (quality, cost) if k in keys]
     frontier_board = board
     if len(axes) == 2 and not set(axes) <= set(board["metric"]):
@@ -345,8 +363,8 @@ def render_grid_html(frame: "pd.DataFrame", metrics: Sequence[str] | None = None
     seeds = frame.groupby(["dataset", "forget_rule", "members"])["scenario_seed"].nunique()
     facts = [("Scenarios", str(board["scenario"].nunique())), ("Methods", ", ".join(_methods(board)) or DASH),
              ("Seeds per scenario", ", ".join(str(int(n)) for n in sorted(set(seeds))) or DASH),
-             ("Intervals", f"{confidence:.0%} percentile bootstrap over scenario seeds, {resamples:,} resamples, "
-                           f"seed {seed}")]
+             ("Intervals", (f"{confidence:.0%} percentile bootstrap over scenario seeds, {resamples:,} resamples, "
+                           f"seed {seed}"))]
     info = "".join(f'<tr><th scope="row">{esc(k)}</th><td>{esc(v)}</td></tr>' for k, v in facts)
     notes = "".join(f"<li>{esc(n)}</li>" for n in _notes(board))
     return f"""<!DOCTYPE html>
@@ -367,8 +385,10 @@ seeds) and the value relative to it. Bold, green: tied for best.</p>
 <div class="legend" id="tie-rule"><p><b>Ties.</b> {esc(TIE_RULE)}</p></div>
 {f'<ul id="grid-notes">{notes}</ul>' if notes else ''}
 </section>
-<section id="heatmaps-section"><h2>Relative to the reference, per headline metric</h2><div class="plots">{"".join(heat)}</div></section>
-<section id="frontier-section"><h2>Quality vs cost, per scenario</h2><div class="plots">{"".join(frontiers)}</div></section>
+<section id="heatmaps-section"><h2>Relative to the reference, per headline metric</h2>
+<div class="plots">{"".join(heat)}</div></section>
+<section id="frontier-section"><h2>Quality vs cost, per scenario</h2>
+<div class="plots">{"".join(frontiers)}</div></section>
 </main>
 <footer>Generated by expunge. This page is self-contained: it loads nothing from the network.</footer>
 </body>
@@ -376,7 +396,7 @@ seeds) and the value relative to it. Bold, green: tied for best.</p>
 """
 
 
-def write_grid_report(frame: "pd.DataFrame", path: str | os.PathLike, **options: Any) -> Path:
+def write_grid_report(frame: pd.DataFrame, path: str | os.PathLike, **options: Any) -> Path:
     """Render the grid report for ``frame`` and write it to ``path`` atomically; return the path.
 
     The page is rendered in memory, written to a temporary file beside ``path`` and renamed
