@@ -354,6 +354,8 @@ class Grid:
         for dataset in self.datasets:
             split = _split(dataset)
             fingerprint = split.fingerprint()
+            if dataset.model is not None:
+                import_object(dataset.model, "model")  # a bad import path fails before any work
             recipe = self.recipe_for(dataset).to_json()
             for rule in self.forget:
                 parse_forget_rule(rule, split.train, seed=self.seeds[0])  # a bad rule fails before any work
