@@ -20,7 +20,12 @@ from typer.testing import CliRunner
 from expunge.audit.results import MetricResult
 from expunge.bench.grid import CellResult, Grid
 from expunge.bench.grid_runner import run_grid
-from expunge.bench.store_results import CRASH_ENV, SCHEMA_VERSION, ResultsStore, StoreBusy
+from expunge.bench.store_results import (
+    CRASH_ENV,
+    SCHEMA_VERSION,
+    ResultsStore,
+    StoreBusy,
+)
 from expunge.cli.main import app
 from expunge.errors import ExpungeError
 
@@ -220,7 +225,7 @@ def test_a_second_bench_on_a_held_store_refuses_clearly(tmp_path):
         with pytest.raises(StoreBusy):
             ResultsStore(path).acquire()
         done = subprocess.run([sys.executable, "-m", "expunge.cli.main", "bench", str(grid), "--store", str(path)],
-                              env=env, capture_output=True, text=True, timeout=120)
+                              env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 2
     assert "is in use by another expunge bench (pid" in done.stderr and "Traceback" not in done.stderr
     with ResultsStore(path) as store:

@@ -61,10 +61,11 @@ import importlib
 import inspect
 import math
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from expunge._version import __version__
 from expunge.errors import ExpungeError, unknown_name
@@ -275,19 +276,19 @@ class Grid:
     recipe: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Grid":
+    def load(cls, path: str | Path) -> Grid:
         path = Path(path)
         return cls.from_dict(_read_toml(path), default_name=path.stem)
 
     @classmethod
-    def from_toml(cls, text: str, name: str = "grid") -> "Grid":
+    def from_toml(cls, text: str, name: str = "grid") -> Grid:
         try:
             return cls.from_dict(tomllib.loads(text), default_name=name)
         except tomllib.TOMLDecodeError as error:
             raise ExpungeError(f"the grid is not valid TOML: {error}") from None
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], default_name: str = "grid") -> "Grid":
+    def from_dict(cls, data: dict[str, Any], default_name: str = "grid") -> Grid:
         from expunge.data import DATASETS
         from expunge.methods.registry import METHODS
 
@@ -396,9 +397,8 @@ def _dataset_entry(item: str | dict[str, Any], valid: list[str]) -> DatasetEntry
     if "name" not in item:
         raise ExpungeError("datasets: every dataset table needs a name")
     name = str(item["name"])
-    if item.get("data") is None:
-        if name not in valid:
-            raise unknown_name("dataset", name, valid)
+    if item.get("data") is None and name not in valid:
+        raise unknown_name("dataset", name, valid)
     for key in ("options", "recipe", "model_kwargs"):
         if not isinstance(item.get(key, {}), dict):
             raise ExpungeError(f"datasets entry {name!r}: {key} must be a table")

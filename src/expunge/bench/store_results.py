@@ -131,7 +131,7 @@ class ResultsStore:
         self.release()
         self._db.close()
 
-    def __enter__(self) -> "ResultsStore":
+    def __enter__(self) -> ResultsStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -168,7 +168,7 @@ class ResultsStore:
             self._lock_file = None
 
     @contextmanager
-    def held(self) -> Iterator["ResultsStore"]:
+    def held(self) -> Iterator[ResultsStore]:
         self.acquire()
         try:
             yield self
