@@ -73,7 +73,7 @@ class LocalExecutor(Executor):
         keep = scenario.retain_mask.unsqueeze(0).expand(members, -1).contiguous()
         start = time.perf_counter()
         _, cost = train_population(one_epoch, scenario.split.train, seeds=seeds, keep_masks=keep,
-                                   device=scenario.device, progress=progress)
+                                   model=scenario.model, device=scenario.device, progress=progress)
         elapsed = time.perf_counter() - start
         per_member = elapsed / members * recipe.epochs
         gradients = float(recipe.epochs * int(scenario.retain_mask.sum()))

@@ -76,7 +76,7 @@ class AuditPlan:
 
 def scenario_parts(scenario: Scenario) -> dict[str, Any]:
     return {"data": scenario.split.fingerprint(), "split": scenario.split.name, "recipe": scenario.recipe.to_json(),
-            "engine": ENGINE_VERSION}
+            "engine": ENGINE_VERSION} | scenario.model_parts
 
 
 def population_job(scenario: Scenario, role: str, members: int) -> PopulationJob:

@@ -92,7 +92,7 @@ def validation_scenario(scenario: Scenario, seed: int = 0) -> Scenario:
         validation = subclass_forget(kept, cls_, 0, n_clusters, seed=seed)
     else:  # random rules, explicit IDs, plugin rules: a random set of the same size
         validation = random_forget(kept, count=len(forget), seed=seed + 1)
-    return Scenario(split, validation, scenario.recipe, scenario.cache, scenario.device)
+    return Scenario(split, validation, scenario.recipe, scenario.cache, scenario.device, scenario.model)
 
 
 def _suggest(trial: Any, name: str, space: SearchRange, default: Any) -> Any:

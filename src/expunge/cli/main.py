@@ -91,14 +91,30 @@ def methods(filters: list[str] = typer.Option([], "--filter", help="only methods
         error_console.print(f"[yellow]warning:[/] {problem}", highlight=False)
 
 
-def _scenario(dataset: str, forget: str, epochs: Optional[int], device: str):
+def _scenario(dataset: str, forget: str, epochs: Optional[int], device: str, model: Optional[str] = None,
+              recipe_file: Optional[Path] = None, data_root: Optional[Path] = None):
+    from expunge.bench.grid import make_user_model, read_recipe_file
     from expunge.training.recipe import default_recipe
     from expunge.training.scenario import Scenario
 
     recipe = default_recipe(dataset)
+    if recipe_file is not None:
+        recipe = read_recipe_file(recipe_file, recipe)
     if epochs:
         recipe = recipe.with_(epochs=epochs)
-    return Scenario.build(dataset, forget, recipe, device=device)
+    options = {}
+    if data_root is not None:
+        if dataset != "cifar10":
+            raise ExpungeError(f"--data-root is the CIFAR-10 folder; dataset {dataset!r} needs none")
+        options["root"] = str(data_root)
+    if model is not None:
+        recipe = recipe.with_(model=model, model_kwargs={})
+    scenario = Scenario.build(dataset, forget, recipe, device=device, **options)
+    if model is not None:
+        train = scenario.split.train
+        outputs = train.num_classes if train.task == "classification" else 1
+        scenario.model = make_user_model(model, {}, train.input_shape, outputs)
+    return scenario
 
 
 @app.command()
@@ -260,6 +276,12 @@ def audit(dataset: str = typer.Option("mnist1d", help="built-in dataset"),
           shadows: Optional[int] = typer.Option(None, help="shadow models for U-LiRA (default: N, at least 8; 0 skips)"),
           epochs: Optional[int] = typer.Option(None, help="override the recipe's epochs"),
           out: Path = typer.Option(Path("expunge-out/audit"), help="folder for report.json, report.html, audit.log"),
+          model: Optional[str] = typer.Option(None, help="your nn.Module class or factory, package.module:Name "
+                                                         "(default: the recipe's built-in architecture)"),
+          recipe: Optional[Path] = typer.Option(None, help="a TOML file of recipe fields (optimizer, lr, schedule, "
+                                                           "epochs, batch_size, ...), at the top or under [recipe]"),
+          data_root: Optional[Path] = typer.Option(None, help="the CIFAR-10 folder (data_batch_1..5, test_batch) "
+                                                              "for --dataset cifar10"),
           device: str = typer.Option("cpu", help="cpu or cuda")) -> None:
     """Audit methods against oracle populations; writes DIR/report.json, DIR/report.html and DIR/audit.log."""
     from expunge.bench.plan import method_plan
@@ -270,7 +292,7 @@ def audit(dataset: str = typer.Option("mnist1d", help="built-in dataset"),
         raise ExpungeError("--param applies to a single --method; audit methods one at a time to set them")
     methods = {method[0]: hyperparameters} if hyperparameters else list(method)
     method_plan(methods, {})  # fail fast on names and hyperparameters, before any training
-    scenario = _scenario(dataset, forget, epochs, device)
+    scenario = _scenario(dataset, forget, epochs, device, model, recipe, data_root)
     _run_audit(scenario, methods, members, shadows, out, "full")
 
 
@@ -292,12 +314,15 @@ def demo(quick: bool = typer.Option(False, "--quick", help="low resolution (N = 
     _run_audit(scenario, methods, n, n, out, "quick" if quick else "full")
 
 
+from expunge.cli.bench import bench as _bench, results as _results  # noqa: E402 - after app
 from expunge.cli.exact import closed_form_app, forget as _forget, ledger_app, sisa_app  # noqa: E402 - after app
 
 app.add_typer(sisa_app, name="sisa")
 app.add_typer(closed_form_app, name="closed-form")
 app.add_typer(ledger_app, name="ledger")
 app.command("forget")(_forget)
+app.command("bench")(_bench)
+app.command("results")(_results)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -6,10 +6,12 @@ seeds) and shadow populations (trained on random halves, for membership attacks)
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 from expunge.data import ForgetSet, Split, load_dataset, parse_forget_rule
 from expunge.errors import ExpungeError
@@ -28,22 +30,32 @@ Progress = Callable[[int, int], None]
 
 @dataclass
 class Scenario:
-    """A dataset split, a forget set and a recipe; see :meth:`build`."""
+    """A dataset split, a forget set and a recipe; see :meth:`build`.
+
+    ``model``: a user ``nn.Module`` to train instead of the recipe's named architecture
+    (its layers are re-initialised per member); its architecture is part of every cache key.
+    """
 
     split: Split
     forget: ForgetSet | None
     recipe: Recipe
     cache: PopulationCache = field(default_factory=PopulationCache)
     device: str = "cpu"
+    model: nn.Module | None = None
 
     @classmethod
     def build(cls, dataset: str = "mnist1d", forget: str | None = "random:0.1", recipe: Recipe | None = None,
               seed: int = 0, cache: PopulationCache | None = None, device: str = "cpu",
-              **dataset_kwargs: object) -> "Scenario":
+              model: nn.Module | None = None, **dataset_kwargs: object) -> "Scenario":
         """A built-in dataset with a forget rule (``None``: no forget set, for training originals only)."""
         split = load_dataset(dataset, **dataset_kwargs)
         forget_set = None if forget is None else parse_forget_rule(forget, split.train, seed=seed)
-        return cls(split, forget_set, recipe or default_recipe(dataset), cache or PopulationCache(), device)
+        return cls(split, forget_set, recipe or default_recipe(dataset), cache or PopulationCache(), device, model)
+
+    @property
+    def model_parts(self) -> dict[str, str]:
+        """The user model's identity for cache keys (empty for a named architecture, so those keys do not change)."""
+        return {} if self.model is None else {"model": module_fingerprint(self.model)}
 
     @property
     def name(self) -> str:
@@ -79,9 +91,9 @@ class Scenario:
         """The ``members`` first members of a role, from the cache or trained now (only the missing ones)."""
         seeds, keep_masks = self.role_seeds(role, members), self.keep_masks(role, members)
         parts = {"role": role, "data": self.split.fingerprint(), "split": self.split.name,
-                 "recipe": self.recipe.to_json()}
-        return self.cache.trained(parts, self.recipe, self.split.train, seeds, keep_masks, device=self.device,
-                                  progress=progress)
+                 "recipe": self.recipe.to_json()} | self.model_parts
+        return self.cache.trained(parts, self.recipe, self.split.train, seeds, keep_masks, model=self.model,
+                                  device=self.device, progress=progress)
 
     def original(self, members: int, progress: Progress | None = None) -> tuple[Population, Cost, CacheReport]:
         """Members trained on the whole training set, seeds ``recipe.seed + i``."""
@@ -114,3 +126,11 @@ class Scenario:
         """Shadow members trained on random halves; returns the population and its keep-masks."""
         population, cost, report = self.population("shadow", members, progress)
         return population, cost, report, self.shadow_masks(members)
+
+
+def module_fingerprint(model: nn.Module) -> str:
+    """A hash of a module's class, structure (its repr) and parameter names and shapes; not its weights,
+    which every member re-initialises."""
+    shapes = [(name, tuple(p.shape)) for name, p in model.named_parameters()]
+    text = f"{type(model).__module__}.{type(model).__qualname__}\n{model!r}\n{shapes}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
