@@ -380,8 +380,9 @@ def _as_dataset(facts: list[Fact], tokenizer: CorpusTokenizer, length: int, cont
                         torch.tensor([f.group for f in facts], dtype=torch.int64))
 
 
-@register_dataset("fictitious_authors", task="causal_lm", n_train=4000, n_test=500, input_shape=("T",),
-                  num_classes=None, source="generated",
+# input_shape (sequence length) and num_classes (vocabulary) are those of the default arguments
+@register_dataset("fictitious_authors", task="causal_lm", n_train=4000, n_test=500, input_shape=(23,),
+                  num_classes=1138, source="generated",
                   description="TOFU-style question-answer facts about invented authors (token sequences)")
 def _load_fictitious_authors(num_authors: int = 200, facts_per_author: int = MAX_FACTS_PER_AUTHOR,
                              unseen_authors: int = 20, world_facts: int = 100, perturbed: int = 5,
