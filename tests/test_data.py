@@ -50,8 +50,8 @@ def test_builtin_dataset_shapes_sizes_and_ids(name):
     assert (n_train, n_test) == (spec.n_train, spec.n_test)
     assert split.input_shape == spec.input_shape == split.test.input_shape
     assert split.task == spec.task and split.num_classes == spec.num_classes
-    assert split.train.x.dtype == torch.float32
-    assert split.train.y.dtype == (torch.int64 if spec.task == "classification" else torch.float32)
+    assert split.train.x.dtype == (torch.int64 if spec.task == "causal_lm" else torch.float32)  # token ids
+    assert split.train.y.dtype == (torch.float32 if spec.task == "regression" else torch.int64)
     assert torch.equal(split.train.ids, torch.arange(n_train))
     assert torch.equal(split.test.ids, torch.arange(n_train, n_train + n_test))
     assert torch.isfinite(split.train.x).all() and torch.isfinite(split.test.x).all()

@@ -245,7 +245,7 @@ def test_every_builtin_model_trains_as_population(name, shape):
 
 
 def test_unknown_model_name_lists_valid_ones(gaussians):
-    with pytest.raises(ExpungeError, match="Valid models: cnn1d, cnn2d, mlp, resnet"):
+    with pytest.raises(ExpungeError, match="Valid models: cnn1d, cnn2d, gpt_tiny, mlp, resnet"):
         train_population(Recipe(model="transformer"), gaussians.train)
 
 

@@ -8,6 +8,7 @@ from expunge.data.datasets import DATASETS, DatasetSpec, dataset_info, load_data
 from expunge.data.forget import (
     FORGET_RULES,
     ForgetRule,
+    author_forget,
     ForgetRuleSyntaxError,
     class_forget,
     ids_forget,
@@ -34,6 +35,7 @@ __all__ = [
     "class_forget",
     "subclass_forget",
     "ids_forget",
+    "author_forget",
     "predicate_forget",
     "parse_forget_rule",
     "FORGET_RULES",

@@ -26,7 +26,10 @@ class ArrayDataset:
     ``y``: int64 labels ``[N]`` (classification) or float32 targets ``[N]``
     (regression); ``ids``: int64 example IDs ``[N]``, unique, stable across runs
     (forget sets name examples by ID); ``task``: the registered task the labels belong
-    to (:mod:`expunge.tasks`).
+    to (:mod:`expunge.tasks`); ``groups``: optional int64 ``[N]``, the group each
+    example belongs to (e.g. its author in ``fictitious_authors``), which group-wise
+    forget rules (``authors:``) read. For ``causal_lm`` data ``num_classes`` is the
+    vocabulary size.
     """
 
     x: torch.Tensor | Inputs
@@ -34,6 +37,7 @@ class ArrayDataset:
     ids: torch.Tensor
     task: Task = "classification"
     num_classes: int | None = None
+    groups: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.x, list):
@@ -49,6 +53,8 @@ class ArrayDataset:
             )
         if self.task == "classification" and self.num_classes is None:
             raise ExpungeError("a classification dataset needs num_classes")
+        if self.groups is not None and tuple(self.groups.shape) != (n,):
+            raise ExpungeError(f"groups has shape {list(self.groups.shape)} but needs [{n}] (one per example)")
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -72,7 +78,7 @@ class ArrayDataset:
             return self
         x = tuple(t.to(device) for t in self.inputs)
         return ArrayDataset(x if not self.single_input else x[0], self.y.to(device), self.ids, self.task,
-                            self.num_classes)
+                            self.num_classes, self.groups)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -100,13 +106,15 @@ class ArrayDataset:
 
     def subset(self, positions: torch.Tensor) -> "ArrayDataset":
         x = self.inputs_at(positions)
+        groups = None if self.groups is None else self.groups[positions.to(self.groups.device)]
         return ArrayDataset(x[0] if self.single_input else x, self.y[positions], self.ids[positions], self.task,
-                            self.num_classes)
+                            self.num_classes, groups)
 
     def fingerprint(self) -> str:
         """Content hash of inputs, labels and IDs (part of every cache key)."""
         h = hashlib.sha256()
-        for t in (*self.inputs, self.y, self.ids):
+        grouping = () if self.groups is None else (self.groups,)  # without groups: the fingerprints of before
+        for t in (*self.inputs, self.y, self.ids, *grouping):
             t = t.detach().cpu().contiguous()
             h.update(str((t.dtype, tuple(t.shape))).encode())
             h.update(t.numpy().tobytes())

@@ -78,7 +78,7 @@ def check_dataset_spec(spec: Any) -> None:
         raise ExpungeError(f"dataset {spec.name!r}: task must name a registered task, e.g. 'classification'")
 
 
-DATASETS: Registry[DatasetSpec] = Registry("dataset", "expunge.datasets", ("expunge.data.datasets",),
+DATASETS: Registry[DatasetSpec] = Registry("dataset", "expunge.datasets", ("expunge.data.datasets", "expunge.data.authors"),
                                            check=check_dataset_spec, identity=lambda entry: qualified_name(entry.loader))
 
 

@@ -177,6 +177,39 @@ def ids_forget(train: ArrayDataset, ids: Iterable[int] | torch.Tensor | np.ndarr
     return ForgetSet(train, tensor, rule)
 
 
+def author_forget(train: ArrayDataset, authors: Iterable[int] | None = None, fraction: float | None = None,
+                  seed: int = 0) -> ForgetSet:
+    """Forget every fact of some authors: the listed ``authors`` or a random ``fraction`` of them.
+
+    Reads the training set's ``groups`` (the author of each example, as in
+    ``fictitious_authors``); group ``-1`` (facts about no author) is never selected.
+    A fraction is rounded to a whole number of authors, at least one.
+    """
+    if train.groups is None:
+        raise ExpungeError("the authors forget rule needs a training set whose examples name their author "
+                           "(ArrayDataset.groups, as in fictitious_authors); this one has none")
+    existing = sorted(g for g in torch.unique(train.groups).tolist() if g >= 0)
+    if (authors is None) == (fraction is None):
+        raise ExpungeError("author_forget needs exactly one of authors=[...] (author indices) or fraction=... (e.g. 0.05)")
+    if fraction is not None:
+        if isinstance(fraction, bool) or not isinstance(fraction, Real) or not 0.0 < float(fraction) < 1.0:
+            raise ExpungeError(f"fraction={fraction!r} of authors must be strictly between 0 and 1 "
+                               "(use authors:3,7 to name authors)")
+        count = max(1, round(float(fraction) * len(existing)))
+        generator = torch.Generator().manual_seed(int(seed))
+        chosen = sorted(existing[i] for i in torch.randperm(len(existing), generator=generator)[:count].tolist())
+        rule = f"authors:{float(fraction)!r}@seed{seed}"
+    else:
+        chosen = sorted({int(a) for a in authors})
+        unknown = [a for a in chosen if a not in set(existing)]
+        if unknown:
+            raise ExpungeError(f"author {unknown[0]} is not in this training set (its authors are "
+                               f"{existing[0]}..{existing[-1]})")
+        rule = "authors:" + ",".join(map(str, chosen))
+    mask = torch.isin(train.groups.cpu(), torch.tensor(chosen, dtype=torch.int64))
+    return ForgetSet(train, torch.sort(train.ids[mask]).values, rule)
+
+
 def predicate_forget(
     train: ArrayDataset, predicate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], description: str | None = None
 ) -> ForgetSet:
@@ -249,7 +282,7 @@ FORGET_RULES: Registry[ForgetRule] = Registry("forget rule", "expunge.forget_rul
 
 # Error messages list the built-in kinds in this order (the order of the literature's scenarios),
 # then any other registered kinds by name.
-_LISTING_ORDER = ("random", "class", "subclass", "ids")
+_LISTING_ORDER = ("random", "class", "subclass", "ids", "authors")
 
 
 def register_forget_rule(name: str, forms: str) -> Callable[[Callable[[str, ArrayDataset, int], ForgetSet]],
@@ -343,6 +376,17 @@ def _parse_subclass(argument: str, train: ArrayDataset, seed: int) -> ForgetSet:
 def _parse_ids(argument: str, train: ArrayDataset, seed: int) -> ForgetSet:
     ids = _read_id_file(argument[1:]) if argument.startswith("@") else _int_list(argument, "IDs")
     return ids_forget(train, ids)
+
+
+@register_forget_rule("authors", "authors:0.05 (fraction of authors), authors:3,7 (author indices)")
+def _parse_authors(argument: str, train: ArrayDataset, seed: int) -> ForgetSet:
+    if "." in argument:
+        try:
+            fraction = float(argument)
+        except ValueError:
+            raise ForgetRuleSyntaxError(f"{argument!r} is not a fraction") from None
+        return author_forget(train, fraction=fraction, seed=seed)
+    return author_forget(train, authors=_int_list(argument, "authors"))
 
 
 def _read_id_file(path_text: str) -> list[int]:

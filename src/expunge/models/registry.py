@@ -71,7 +71,7 @@ def check_model_entry(entry: Any) -> None:
         raise ExpungeError(f"model {entry.name!r}: its builder must take the keyword argument(s) {missing}")
 
 
-MODELS: Registry[ModelEntry] = Registry("model", "expunge.models", ("expunge.models.architectures",),
+MODELS: Registry[ModelEntry] = Registry("model", "expunge.models", ("expunge.models.architectures", "expunge.models.gpt"),
                                         check=check_model_entry, identity=lambda entry: qualified_name(entry.builder))
 
 

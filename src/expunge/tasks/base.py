@@ -4,12 +4,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
 
 from expunge.errors import ExpungeError
+
+if TYPE_CHECKING:
+    from expunge.data.base import ArrayDataset
 
 # Every statistic a task may produce, with the definition id reports name (METRICS.md).
 STATISTICS: dict[str, str] = {
@@ -18,6 +21,7 @@ STATISTICS: dict[str, str] = {
     "confidence": "confidence@softmax-true-class",
     "phi": "phi@log-odds-true-class",
     "margin": "margin@logit-minus-logsumexp-others",
+    "sequence_loglik": "sequence_loglik@sum-answer-token-logprob",
 }
 
 
@@ -45,6 +49,21 @@ class Task(ABC):
     @abstractmethod
     def statistics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-example statistics ``name -> [K, B]`` (float64), one per name in ``statistics_provided``."""
+
+    def output_shape(self, data: "ArrayDataset") -> tuple[int, ...]:
+        """A model's outputs per example for ``data`` (one vector of :meth:`output_width` by default)."""
+        return (self.output_width(data.num_classes),)
+
+    def check_outputs(self, outputs: torch.Tensor, data: "ArrayDataset") -> None:
+        """Fail clearly when a model's outputs ``[K, B, ...]`` on ``data`` do not fit this task."""
+        expected = self.output_width(data.num_classes)
+        if outputs.dim() != 3 or outputs.shape[-1] != expected:
+            got = list(outputs.shape[2:]) if outputs.dim() >= 3 else list(outputs.shape[1:])
+            raise ExpungeError(
+                f"the model gives outputs of shape {got} per example but the {data.task} data needs {expected} "
+                f"({'one per class' if data.task == 'classification' else 'one target'}): "
+                f"change the model's last layer to {expected} outputs"
+            )
 
     def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
         """The predictive distribution ``[K, B, C]`` (categorical tasks only)."""

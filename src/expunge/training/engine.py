@@ -7,6 +7,7 @@ an older engine.
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 
@@ -40,20 +41,13 @@ def member_seeds(recipe: Recipe, members: int) -> list[int]:
 
 
 def check_output_shape(population: Population, data: ArrayDataset) -> None:
-    """Fail clearly when a model's output does not match the task."""
+    """Fail clearly when a model's output does not match the task (each task says what fits it)."""
     try:
         with torch.no_grad():
             out = population.forward(tuple(t[:2].to(population.device) for t in data.inputs))
-    except RuntimeError as error:
+    except (RuntimeError, IndexError) as error:  # IndexError: a token id beyond the model's vocabulary
         raise ExpungeError(f"the model cannot run on examples shaped {list(data.input_shape)}: {error}") from None
-    expected = get_task(data.task).output_width(data.num_classes)
-    if out.dim() != 3 or out.shape[-1] != expected:
-        got = list(out.shape[2:]) if out.dim() >= 3 else list(out.shape[1:])
-        raise ExpungeError(
-            f"the model gives outputs of shape {got} per example but the {data.task} data needs {expected} "
-            f"({'one per class' if data.task == 'classification' else 'one target'}): "
-            f"change the model's last layer to {expected} outputs"
-        )
+    get_task(data.task).check_outputs(out, data)
 
 
 def train_population(recipe: Recipe, data: ArrayDataset, members: int | None = None,
@@ -162,14 +156,23 @@ def train_population(recipe: Recipe, data: ArrayDataset, members: int | None = N
     return trained, cost
 
 
+# Outputs (floats) one scoring chunk may hold across all members: language models give [K, n, T, V].
+SCORING_CHUNK_ELEMENTS = 1 << 24
+
+
 @torch.no_grad()
 def population_scores(population: Population, data: ArrayDataset, positions: torch.Tensor | None = None) -> Scores:
     """The task's per-example statistics ``[K, n]`` of every member on ``data`` (or the given positions)."""
     inputs, y = (data.inputs, data.y) if positions is None else (data.inputs_at(positions), data.y[positions])
     task = get_task(data.task)
-    outputs = population.predict(inputs)
-    stats = task.statistics(outputs, y.to(outputs.device))
-    return Scores({k: v.cpu().numpy() for k, v in stats.items()}, task.name)
+    per_example = len(population) * math.prod(task.output_shape(data))
+    chunk = max(1, min(4096, SCORING_CHUNK_ELEMENTS // max(1, per_example)))
+    parts: dict[str, list[torch.Tensor]] = {}
+    for start in range(0, max(1, y.shape[0]), chunk):
+        outputs = population.predict(tuple(t[start:start + chunk] for t in inputs), chunk=chunk)
+        for name, value in task.statistics(outputs, y[start:start + chunk].to(outputs.device)).items():
+            parts.setdefault(name, []).append(value.cpu())
+    return Scores({k: torch.cat(v, dim=1).numpy() for k, v in parts.items()}, task.name)
 
 
 @torch.no_grad()

@@ -88,6 +88,9 @@ DEFAULT_RECIPES: dict[str, Recipe] = {
     "wine": Recipe(model="mlp", model_kwargs={"hidden": [64]}, optimizer="adam", lr=1e-3, epochs=80, batch_size=16),
     "diabetes": Recipe(model="mlp", model_kwargs={"hidden": [64]}, optimizer="adam", lr=1e-3, epochs=100, batch_size=32),
     "gaussians": Recipe(model="mlp", model_kwargs={"hidden": [128]}, optimizer="adam", lr=1e-3, epochs=20, batch_size=64),
+    # gpt_tiny memorising question-answer facts (fictitious_authors): Adam at 3e-3 with enough epochs that
+    # training answers are learned while unseen authors' are not (`python benchmarks/lm_learning.py` prints both).
+    "fictitious_authors": Recipe(model="gpt_tiny", optimizer="adam", lr=3e-3, epochs=20, batch_size=32),
     "cifar10": Recipe(model="resnet", optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, schedule="cosine", epochs=30, batch_size=128),
 }
 
