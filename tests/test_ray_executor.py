@@ -82,7 +82,12 @@ def test_an_address_that_does_not_answer_is_one_line_and_writes_nothing(tmp_path
         server.bind(("127.0.0.1", 0))
         server.listen()
         port = server.getsockname()[1]
-        threading.Thread(target=lambda: server.accept()[0].close(), daemon=True).start()
+        def greet_wrongly() -> None:
+            connection = server.accept()[0]
+            connection.sendall(b"+OK not ray\r\n")
+            connection.close()
+
+        threading.Thread(target=greet_wrongly, daemon=True).start()
         with pytest.raises(ExpungeError, match="answers, but not as a Ray cluster"):
             RayCellExecutor(address=f"127.0.0.1:{port}").start()
     with pytest.raises(ExpungeError, match="must look like host:port"):

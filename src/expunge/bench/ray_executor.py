@@ -83,9 +83,9 @@ def check_address_answers(address: str, timeout_s: float = CONNECT_TIMEOUT_S) ->
             connection.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
             answer = connection.recv(9)
     except OSError as error:
-        reason = "no answer" if isinstance(error, TimeoutError) else (error.strerror or type(error).__name__)
-        raise ExpungeError(f"Ray address {address!r} does not answer ({reason} within {timeout_s:g}s): "
-                           f"{hint}") from None
+        reason = (f"no answer within {timeout_s:g}s" if isinstance(error, TimeoutError)
+                  else (error.strerror or type(error).__name__).lower())
+        raise ExpungeError(f"Ray address {address!r} does not answer ({reason}): {hint}") from None
     if len(answer) < 4 or answer[3] != 0x04:
         raise ExpungeError(f"Ray address {address!r} answers, but not as a Ray cluster (no gRPC greeting): {hint}")
 
