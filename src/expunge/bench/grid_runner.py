@@ -92,8 +92,9 @@ class GridRun:
         return self.total / self.wall_s * 60 if self.wall_s > 0 else float("inf")
 
 
-def run_grid(grid: Grid, store: ResultsStore, executor: CellExecutor | str | None = None, events: GridEvents | None = None,
-             retry_failed: bool = False, cells: Iterable[Cell] | None = None) -> GridRun:
+def run_grid(grid: Grid, store: ResultsStore, executor: CellExecutor | str | None = None,
+             events: GridEvents | None = None, retry_failed: bool = False,
+             cells: Iterable[Cell] | None = None) -> GridRun:
     """Compute the grid's cells that the store lacks; cells already there are reported cached, never recomputed.
 
     Holds the store's bench lock for the run (a second bench on the same store refuses).
