@@ -82,8 +82,9 @@ DATASET_KEYS = ("name", "options", "recipe", "data", "model", "model_kwargs")
 METHOD_OPTION_KEYS = ("name", "tuned", "trials", "tune_members", "budget")
 RECIPE_KEYS = ("model", "model_kwargs", "optimizer", "lr", "momentum", "betas", "weight_decay", "schedule", "epochs",
                "batch_size", "seed")
-CELL_CRASH_ENV = "EXPUNGE_CRASH_CELL_ONCE"  # tests: a marker file; the first cell to finish its audit creates it
-# and SIGKILLs its own process (a Ray worker dying mid-cell); later cells, and the retried one, run on
+# Tests: a marker file path. The first cell to finish its audit creates the file and SIGKILLs its own process (a
+# Ray worker dying mid-cell, before returning its result); the file exists from then on, so the retry completes.
+CELL_CRASH_ENV = "EXPUNGE_CRASH_CELL_ONCE"
 CELL_FORMAT = 1  # bump when what a cell computes changes without the engine or code version changing
 
 
