@@ -62,8 +62,8 @@ class _GridDisplay:
 
 def bench(grid_file: Path = typer.Argument(..., help="the grid, a TOML file (format: expunge.bench.grid)"),
           store: Path = typer.Option(DEFAULT_STORE, help="the results store, one SQLite file"),
-          executor: str = typer.Option("local", help="where cells run: local (in this process) or ray (Ray tasks; "
-                                                      "pip install 'expunge[ray]')"),
+          executor: str = typer.Option("local", help="where cells run: local (in this process) or ray (Ray tasks; the "
+                                                      "ray extra of expunge)"),
           address: Optional[str] = typer.Option(None, help="with --executor ray: the cluster's head, host:port as "
                                                            "printed by `ray start --head` (default: a Ray instance "
                                                            "started on this machine)"),
