@@ -1,19 +1,24 @@
-"""Population training vs sequential single-model runs (issue: foundation, item 7).
+"""Population training against a plain PyTorch loop, interleaved so that machine load cannot fake a ratio.
 
-Trains K members of the default MNIST-1D MLP recipe once as one population and once as
-K sequential single-model runs (the same engine with K = 1, i.e. ordinary training), in
-the same process, and also K runs of a plain PyTorch loop (nn.Module + torch.optim.Adam)
-as an outside reference. Prints the time per model of each, the achieved training
-FLOP/s as a fraction of a large plain matmul's FLOP/s measured in the same run, and as
-its last line ``speedup: <ratio>x`` (sequential engine runs / population, per model).
+In each round, in this order: one plain PyTorch training run (``nn.Module`` +
+``torch.optim.Adam``, shuffled minibatches: what a user writes), the engine's K = 1 path
+(what ``expunge.unlearn`` runs on a user's model), and one population of each size K.
+Every ratio is taken within a round (plain time per model / population time per model),
+and the figure printed is the median over rounds of those per-round ratios. Also printed:
+the achieved training FLOP/s as a fraction of a large matmul's FLOP/s measured in the same
+run (the MLP's matmuls are the work; everything else is overhead).
 
-    python benchmarks/population.py                 # K = 64, the default recipe (30 epochs)
-    python benchmarks/population.py --members 16 --epochs 5   # quicker look
+The last two lines are ``speedup vs plain loop: <x>x`` (K = 64, or the largest K asked
+below it) and ``k1 overhead: <y>x`` (engine K = 1 time / plain loop time).
+
+    python benchmarks/population.py                          # K = 1, 16, 64, 256; 3 rounds; 30 epochs
+    python benchmarks/population.py --members 16 64 --epochs 5 --rounds 5   # quicker
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import statistics
 import time
 
@@ -23,7 +28,7 @@ from torch import nn
 from expunge.bench.machine import cpu_model
 from expunge.data import load_dataset
 from expunge.models import build_model
-from expunge.training.engine import accuracy, model_spec, train_population
+from expunge.training.engine import model_spec, train_population
 from expunge.training.recipe import default_recipe
 
 
@@ -62,10 +67,18 @@ def plain_pytorch_run(recipe, data, seed: int) -> float:
     return time.perf_counter() - start
 
 
+def engine_run(recipe, data, members: int, seed: int) -> float:
+    """Seconds per model of one population of ``members`` trained as one vectorised run."""
+    start = time.perf_counter()
+    train_population(recipe, data, seeds=[seed + i for i in range(members)])
+    return (time.perf_counter() - start) / members
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--members", type=int, default=64)
+    parser.add_argument("--members", type=int, nargs="+", default=[16, 64, 256], help="population sizes K > 1")
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:
@@ -74,40 +87,39 @@ def main() -> None:
     recipe = default_recipe("mnist1d")
     if args.epochs:
         recipe = recipe.with_(epochs=args.epochs)
-    k = args.members
+    sizes = sorted(k for k in args.members if k > 1)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"expunge population benchmark  {datetime.date.today()}  CPU: {cpu_model()}  "
-          f"threads: {torch.get_num_threads()}  torch {torch.__version__}")
-    print(f"recipe: {recipe.model} {recipe.model_kwargs} {recipe.optimizer} lr={recipe.lr} "
-          f"epochs={recipe.epochs} batch={recipe.batch_size}; MNIST-1D {len(split.train)} train examples; K = {k}")
+          f"threads: {torch.get_num_threads()}  torch {torch.__version__}  load (1 min) at start: {load:.2f}")
+    print(f"recipe: {recipe.model} {recipe.model_kwargs} {recipe.optimizer} lr={recipe.lr} epochs={recipe.epochs} "
+          f"batch={recipe.batch_size}; MNIST-1D {len(split.train)} train examples; {args.rounds} interleaved rounds")
+    train_population(recipe.with_(epochs=1), split.train, members=2)  # warm-up (vmap, allocator)
+    plain_pytorch_run(recipe.with_(epochs=1), split.train, 0)
     peak = matmul_flops()
-    train_population(recipe.with_(epochs=1), split.train, members=2)  # warm-up
-
-    start = time.perf_counter()
-    population, cost = train_population(recipe, split.train, members=k)
-    population_time = time.perf_counter() - start
-
-    single_times = []
-    for i in range(k):
-        start = time.perf_counter()
-        train_population(recipe, split.train, seeds=[recipe.seed + i])
-        single_times.append(time.perf_counter() - start)
-    plain_times = [plain_pytorch_run(recipe, split.train, i) for i in range(min(k, 16))]
-
-    flops_per_model = training_flops(build_model(model_spec(recipe, split.train)), cost.example_gradients)
-    per_model_population = population_time / k
-    per_model_single = statistics.median(single_times)
-    per_model_plain = statistics.median(plain_times)
-    test = accuracy(population, split.test)
-    print(f"population test accuracy: {float(test.mean()):.1f} ± {float(test.std()):.1f}%")
-    print(f"large matmul (2048^2, median of 5): {peak / 1e9:.1f} GFLOP/s")
-    print(f"{'run':<44}{'s / model':>11}{'GFLOP/s':>10}{'of matmul':>11}")
-    for name, seconds in [(f"population (K={k}, one vectorised run)", per_model_population),
-                          ("sequential engine runs (K=1, median)", per_model_single),
-                          (f"plain PyTorch loop (median of {len(plain_times)})", per_model_plain)]:
-        achieved = flops_per_model / seconds
-        print(f"{name:<44}{seconds:>11.3f}{achieved / 1e9:>10.2f}{achieved / peak:>10.1%}")
-    print(f"speedup vs plain PyTorch loop: {per_model_plain / per_model_population:.1f}x")
-    print(f"speedup: {per_model_single / per_model_population:.1f}x")
+    per_round: dict[str, list[float]] = {"plain": [], "k1": [], **{f"k{k}": [] for k in sizes}}
+    for r in range(args.rounds):
+        per_round["plain"].append(plain_pytorch_run(recipe, split.train, 1000 + r))
+        per_round["k1"].append(engine_run(recipe, split.train, 1, 1000 + r))
+        for k in sizes:
+            per_round[f"k{k}"].append(engine_run(recipe, split.train, k, 2000 + 1000 * r))
+        print(f"round {r + 1}: " + "  ".join(f"{name} {values[-1]:.3f}s" for name, values in per_round.items()),
+              flush=True)
+    flops = training_flops(build_model(model_spec(recipe, split.train)), len(split.train) * recipe.epochs)
+    print(f"matmul (2048^2, median of 5): {peak / 1e9:.1f} GFLOP/s; load (1 min) at end: {os.getloadavg()[0]:.2f}")
+    print(f"{'run':<34}{'s / model':>10}{'GFLOP/s':>9}{'of matmul':>10}{'plain / this (median of rounds)':>33}")
+    plain = per_round["plain"]
+    rows = [("plain PyTorch loop", "plain"), ("engine K=1 (user-model path)", "k1")]
+    rows += [(f"population K={k}", f"k{k}") for k in sizes]
+    ratios = {}
+    for label, key in rows:
+        seconds = statistics.median(per_round[key])
+        ratios[key] = statistics.median(p / t for p, t in zip(plain, per_round[key]))
+        achieved = flops / seconds
+        print(f"{label:<34}{seconds:>10.3f}{achieved / 1e9:>9.2f}{achieved / peak:>10.1%}{ratios[key]:>32.2f}x")
+    headline = max((k for k in sizes if k <= 64), default=sizes[0] if sizes else None)
+    if headline is not None:
+        print(f"speedup vs plain loop: {ratios[f'k{headline}']:.2f}x  (K = {headline})")
+    print(f"k1 overhead: {1 / ratios['k1']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -336,6 +336,13 @@ def test_sigkill_at_any_moment_loses_no_cell_duplicates_none_and_recomputes_none
     assert set(exported["method"]) == {"finetune"} and set(exported["metric"]) == {"accuracy"}
     assert len(exported) == 2 * 3  # two seeds x forget / retain / test
 
+    # ... and ranks it: a leaderboard with intervals over the seeds, and the HTML grid report.
+    result = CliRunner().invoke(app, ["results", "--store", str(store), "--leaderboard", "--html",
+                                      str(tmp_path / "grid.html")])
+    assert result.exit_code == 0, result.output
+    assert "Grid leaderboard" in result.output and "KLoM" in result.output and "finetune" in result.output
+    assert "interval" in result.output and (tmp_path / "grid.html").stat().st_size > 1000
+
 
 # ------------------------------------------------------------------ user data and model; CLI
 USER_MODULE = '''

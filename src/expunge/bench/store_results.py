@@ -255,11 +255,12 @@ class ResultsStore:
         where, params = _where(filters, "c")
         cell_columns = [c for c in CELL_COLUMNS if c not in ("method", "label", "parts", "timings", "machine")]
         row_columns = [c for c in ROW_COLUMNS if c not in ("cell_hash", "position", "label")]
-        select = ", ".join([f"c.{c}" for c in cell_columns] + ["c.label AS label"] + [f"r.{c}" for c in row_columns])
+        select = ", ".join([f"c.{c}" for c in cell_columns] + ["c.label AS label"] + [f"r.{c}" for c in row_columns]
+                           + ["r.label AS metric_label"])
         query = (f"SELECT {select} FROM rows r JOIN cells c ON c.cell_hash = r.cell_hash {where} "
                  "ORDER BY c.dataset, c.forget_rule, c.scenario_seed, c.members, c.label, r.position")
         records = self._db.execute(query, params).fetchall()
-        names = cell_columns + ["label"] + row_columns
+        names = cell_columns + ["label"] + row_columns + ["metric_label"]  # label: the cell's (method + settings)
         frame = pd.DataFrame.from_records(records, columns=names)
         for column in ("hyperparameters", "hyperparameters_used", "recipe", "cost", "details"):
             frame[column] = frame[column].map(lambda text: None if text is None else json.loads(text))

@@ -106,8 +106,12 @@ def results(store: Path = typer.Option(DEFAULT_STORE, help="the results store"),
             forget: list[str] = typer.Option([], help="only this forget rule (repeatable)"),
             grid: Optional[str] = typer.Option(None, help="only cells first computed for this grid"),
             csv: Optional[Path] = typer.Option(None, "--csv", help="write the rows to this CSV file"),
-            limit: int = typer.Option(200, help="rows to list (the CSV holds them all)")) -> None:
-    """List, filter and export the result rows of a results store."""
+            limit: int = typer.Option(200, help="rows to list (the CSV holds them all)"),
+            board: bool = typer.Option(False, "--leaderboard", help="per method and scenario: means over scenario "
+                                                                    "seeds with bootstrap 95% intervals, ties"),
+            html: Optional[Path] = typer.Option(None, "--html", help="write the grid report (heat maps, "
+                                                                     "quality-vs-cost frontiers) to this file")) -> None:
+    """List, filter and export the result rows of a results store; its leaderboard with intervals."""
     from expunge.bench.store_results import ResultsStore
     from expunge.errors import ExpungeError
 
@@ -120,6 +124,13 @@ def results(store: Path = typer.Option(DEFAULT_STORE, help="the results store"),
         cells = opened.cells(**{k: v for k, v in filters.items() if k != "metric"})
         if csv is not None:
             opened.export_csv(csv, **filters)
+    if board or html is not None:
+        _leaderboard(frame, board, html)
+        if not board:
+            return
+        if csv is not None:
+            console.print(f"wrote {len(frame)} rows to {csv}")
+        return
     table = Table(title=f"{store}: {len(cells)} cells, {len(frame)} rows" + (f" (first {limit})" if len(frame) > limit
                                                                               else ""))
     columns = ("dataset", "forget_rule", "label", "scenario_seed", "members", "metric", "split", "value", "spread",
@@ -136,6 +147,32 @@ def results(store: Path = typer.Option(DEFAULT_STORE, help="the results store"),
                             f"{cell['scenario_seed']}: {cell['error']}", highlight=False)
     if csv is not None:
         console.print(f"wrote {len(frame)} rows to {csv}")
+
+
+def _leaderboard(frame, show: bool, html: Optional[Path]) -> None:
+    """The grid leaderboard of stored rows; methods are told apart by label (e.g. ``neggrad_plus[lr=0.01]``)."""
+    import warnings
+
+    from expunge.bench.leaderboard import leaderboard
+    from expunge.errors import ExpungeError
+    from expunge.report.grid import grid_table, write_grid_report
+
+    frame = frame[frame["status"] == "ok"].copy()
+    if frame.empty:
+        raise ExpungeError("no finished cells match: nothing to rank")
+    frame["method"], frame["label"] = frame["label"], frame["metric_label"]  # the leaderboard's contract
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ranked = leaderboard(frame)
+    if show:
+        console.print(grid_table(ranked))
+        for warning in {str(w.message) for w in caught}:
+            console.print(f"[yellow]note:[/] {warning}", highlight=False)
+    if html is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the note above says it once
+            write_grid_report(frame, html)
+        console.print(f"wrote the grid report to {html}")
 
 
 bench = friendly_errors(bench)
