@@ -6,8 +6,10 @@ random 10% forget set, a short recipe (default 3 epochs). Run 1 computes all 24 
 (oracle and original populations are trained once per scenario and shared by its three
 methods through the population cache); run 2 reads them back from the store. Prints
 cells per minute for each run. A fresh ``$EXPUNGE_HOME`` and store each time unless given.
+``--executor ray`` runs the cells as Ray tasks (a local Ray instance, or ``--address``);
+joining or starting Ray is timed apart from the runs.
 
-    python benchmarks/grid.py [--members 4] [--epochs 3] [--store PATH] [--executor local]
+    python benchmarks/grid.py [--members 4] [--epochs 3] [--store PATH] [--executor local|ray] [--address ADDR]
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--store", type=Path, default=None, help="default: a new file in a temporary folder")
     parser.add_argument("--executor", default="local")
+    parser.add_argument("--address", default=None, help="with --executor ray: a running cluster's host:port")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="expunge-grid-"))
     os.environ.setdefault("EXPUNGE_HOME", str(folder / "home"))
@@ -53,10 +56,15 @@ def main() -> None:
           f"N = {args.members}, {args.epochs} epochs; executor {args.executor}; store {store_path}")
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), python {platform.python_version()}")
+    executor = cell_executor(args.executor, **({"address": args.address} if args.address else {}))
+    start = time.perf_counter()
+    executor.start()
+    if args.executor != "local":
+        print(f"{args.executor}: ready in {time.perf_counter() - start:.2f}s")
     with ResultsStore(store_path) as store:
         for attempt in (1, 2):
             start = time.perf_counter()
-            run = run_grid(grid, store, cell_executor(args.executor))
+            run = run_grid(grid, store, executor)
             wall = time.perf_counter() - start
             print(f"run {attempt}: {run.total} cells, {run.computed} computed ({run.failed} failed), {run.cached} "
                   f"cached in {wall:.2f}s = {run.total / wall * 60:.1f} cells per minute")

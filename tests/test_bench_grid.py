@@ -389,8 +389,8 @@ def test_cli_bench_bad_grid_and_audit_with_user_model_and_recipe(tmp_path, monke
     assert not (tmp_path / "r.sqlite").exists()
     good = tmp_path / "good.toml"
     good.write_text(TINY)
-    result = CliRunner().invoke(app, ["bench", str(good), "--executor", "ray", "--store", str(tmp_path / "r.sqlite")])
-    assert result.exit_code == 2 and "unknown executor 'ray'" in result.output
+    result = CliRunner().invoke(app, ["bench", str(good), "--executor", "dask", "--store", str(tmp_path / "r.sqlite")])
+    assert result.exit_code == 2 and "unknown executor 'dask'; valid: local, ray" in result.output
 
     (tmp_path / "grid_user_pkg2.py").write_text(textwrap.dedent(USER_MODULE))
     monkeypatch.syspath_prepend(str(tmp_path))

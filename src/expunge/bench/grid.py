@@ -60,6 +60,8 @@ import dataclasses
 import importlib
 import inspect
 import math
+import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +82,9 @@ DATASET_KEYS = ("name", "options", "recipe", "data", "model", "model_kwargs")
 METHOD_OPTION_KEYS = ("name", "tuned", "trials", "tune_members", "budget")
 RECIPE_KEYS = ("model", "model_kwargs", "optimizer", "lr", "momentum", "betas", "weight_decay", "schedule", "epochs",
                "batch_size", "seed")
+# Tests: a marker file path. The first cell to finish its audit creates the file and SIGKILLs its own process (a
+# Ray worker dying mid-cell, before returning its result); the file exists from then on, so the retry completes.
+CELL_CRASH_ENV = "EXPUNGE_CRASH_CELL_ONCE"
 CELL_FORMAT = 1  # bump when what a cell computes changes without the engine or code version changing
 
 
@@ -487,12 +492,24 @@ def run_cell(cell: Cell, progress=None) -> CellResult:
         hyperparameters = dict(entry.get("hyperparameters") or {})
         timings = dict(report.data["timings"])
         timings["cache"] = report.data["populations"]["cache"]
+        _crash_once()
     except Exception as failure:  # noqa: BLE001 - one failing cell must not stop the grid
         error = str(failure) if isinstance(failure, ExpungeError) else f"{type(failure).__name__}: {failure}"
         trace = None if isinstance(failure, ExpungeError) else traceback.format_exc()
     return CellResult(cell.key, "ok" if status == "ok" else "failed", error, rows, cost,
                       _plain(hyperparameters), started, now(), time.perf_counter() - start, describe(cell.device),
                       cell.device, _plain(timings), trace)
+
+
+def _crash_once() -> None:
+    marker = os.environ.get(CELL_CRASH_ENV)
+    if not marker:
+        return
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _plain(value: Any) -> Any:

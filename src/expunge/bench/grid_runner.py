@@ -5,17 +5,18 @@ descriptions) and yields :class:`~expunge.bench.grid.CellResult` values (rows as
 a cost dict, timings: never populations) as they finish, in any order. The driver,
 :func:`run_grid`, writes each result to the store in its own transaction as soon as it
 arrives, so a crash loses at most the cells still running. :class:`LocalCellExecutor`
-runs cells one after another in this process; a Ray executor would submit them as
-remote tasks and yield results as they complete, with the driver unchanged.
+runs cells one after another in this process; :class:`~expunge.bench.ray_executor.RayCellExecutor`
+submits them as Ray tasks and yields results as they complete, with the driver unchanged.
 """
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from expunge.bench.grid import Cell, CellResult, Grid, run_cell
+from expunge.bench.ray_executor import RayCellExecutor
 from expunge.bench.store_results import ResultsStore
 from expunge.errors import ExpungeError
 
@@ -26,6 +27,10 @@ class CellExecutor(Protocol):
     """Runs cells; yields each one's result as it finishes."""
 
     name: str
+
+    def start(self) -> None:
+        """Get ready (join a cluster); called before the store is touched, so a failure here writes nothing."""
+        ...
 
     def run(self, cells: list[Cell], started: Callable[[Cell], None],
             progress: ProgressFactory | None = None) -> Iterator[CellResult]:
@@ -38,6 +43,9 @@ class LocalCellExecutor:
 
     name = "local"
 
+    def start(self) -> None:
+        pass
+
     def run(self, cells: list[Cell], started: Callable[[Cell], None],
             progress: ProgressFactory | None = None) -> Iterator[CellResult]:
         for cell in cells:
@@ -45,14 +53,14 @@ class LocalCellExecutor:
             yield run_cell(cell, progress)
 
 
-EXECUTORS: dict[str, Callable[[], CellExecutor]] = {"local": LocalCellExecutor}
+EXECUTORS: dict[str, Callable[..., CellExecutor]] = {"local": LocalCellExecutor, "ray": RayCellExecutor}
 
 
-def cell_executor(name: str) -> CellExecutor:
+def cell_executor(name: str, **options: Any) -> CellExecutor:
+    """The executor registered as ``name``, made with ``options`` (the Ray executor's ``address=`` ...)."""
     if name not in EXECUTORS:
-        hint = " (the Ray executor is not available yet)" if name == "ray" else ""
-        raise ExpungeError(f"unknown executor {name!r}{hint}; valid: {', '.join(EXECUTORS)}")
-    return EXECUTORS[name]()
+        raise ExpungeError(f"unknown executor {name!r}; valid: {', '.join(EXECUTORS)}")
+    return EXECUTORS[name](**options)
 
 
 class GridEvents:
@@ -84,17 +92,20 @@ class GridRun:
         return self.total / self.wall_s * 60 if self.wall_s > 0 else float("inf")
 
 
-def run_grid(grid: Grid, store: ResultsStore, executor: CellExecutor | None = None, events: GridEvents | None = None,
-             retry_failed: bool = False, cells: Iterable[Cell] | None = None) -> GridRun:
+def run_grid(grid: Grid, store: ResultsStore, executor: CellExecutor | str | None = None,
+             events: GridEvents | None = None, retry_failed: bool = False,
+             cells: Iterable[Cell] | None = None) -> GridRun:
     """Compute the grid's cells that the store lacks; cells already there are reported cached, never recomputed.
 
     Holds the store's bench lock for the run (a second bench on the same store refuses).
+    ``executor``: an executor or a registered name (``"local"``, the default; ``"ray"``).
     ``retry_failed``: rerun cells stored as failed (their new result replaces the old).
     """
     start = time.perf_counter()
-    executor = executor or LocalCellExecutor()
+    executor = cell_executor(executor) if isinstance(executor, str) else executor or LocalCellExecutor()
     events = events or GridEvents()
     cells = list(grid.cells() if cells is None else cells)
+    executor.start()
     with store.held():
         def missing(cell: Cell) -> bool:
             status = store.status(cell.key)

@@ -62,16 +62,24 @@ class _GridDisplay:
 
 def bench(grid_file: Path = typer.Argument(..., help="the grid, a TOML file (format: expunge.bench.grid)"),
           store: Path = typer.Option(DEFAULT_STORE, help="the results store, one SQLite file"),
-          executor: str = typer.Option("local", help="where cells run: local (in this process)"),
+          executor: str = typer.Option("local", help="where cells run: local (in this process) or ray (Ray tasks; the "
+                                                      "ray extra of expunge)"),
+          address: Optional[str] = typer.Option(None, help="with --executor ray: the cluster's head, host:port as "
+                                                           "printed by `ray start --head` (default: a Ray instance "
+                                                           "started on this machine)"),
           retry_failed: bool = typer.Option(False, "--retry-failed", help="rerun cells stored as failed")) -> None:
     """Run a benchmark grid; each finished cell is written to the store once (a rerun computes only missing cells)."""
     from expunge.bench.grid import Grid
     from expunge.bench.grid_runner import cell_executor, run_grid
     from expunge.bench.store_results import ResultsStore
+    from expunge.errors import ExpungeError
 
     grid = Grid.load(grid_file)
-    runner = cell_executor(executor)
+    if address is not None and executor != "ray":
+        raise ExpungeError(f"--address names a Ray cluster; it needs --executor ray (got --executor {executor})")
+    runner = cell_executor(executor, **({"address": address} if address is not None else {}))
     cells = grid.cells()  # loads the data and checks forget rules before anything is written
+    runner.start()  # joins the cluster: an address that does not answer fails here, before the store exists
     with ResultsStore(store) as results:
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TimeRemainingColumn(), console=console, transient=False) as bars:
