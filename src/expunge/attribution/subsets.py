@@ -20,8 +20,9 @@ from expunge.training.recipe import Recipe
 from expunge.training.seeds import generator
 from expunge.training.store import CacheReport, PopulationCache
 
-# Seed offsets: independent of every scenario role (original 0, oracles 100k/200k, shadows 300k).
-SEED_OFFSETS = {"fit": 400_000, "lds": 450_000, "trak": 500_000}
+# Seed offsets: independent of every scenario role (original 0, oracles 100k/200k, shadows 300k, random_init 600k).
+# "memorisation": the 50% subset models of the memorized: forget rule (expunge.data.scored_rules).
+SEED_OFFSETS = {"fit": 400_000, "lds": 450_000, "trak": 500_000, "memorisation": 700_000}
 Progress = Callable[[int, int], None]
 
 

@@ -354,7 +354,7 @@ class Grid:
     def cells(self) -> list[Cell]:
         """Every cell, in a stable order (dataset, forget rule, seed, N, method: a scenario's cells run together,
         so its populations are trained once and then loaded from the cache)."""
-        from expunge.data import parse_forget_rule
+        from expunge.data import validate_forget_rule
 
         cells = []
         for dataset in self.datasets:
@@ -364,7 +364,7 @@ class Grid:
                 import_object(dataset.model, "model")  # a bad import path fails before any work
             recipe = self.recipe_for(dataset).to_json()
             for rule in self.forget:
-                parse_forget_rule(rule, split.train, seed=self.seeds[0])  # a bad rule fails before any work
+                validate_forget_rule(rule, split.train, seed=self.seeds[0])  # a bad rule fails before any work
                 for seed in self.seeds:
                     for members in self.members:
                         for method in self.methods:
@@ -440,7 +440,6 @@ def _method_entry(item: str | dict[str, Any], valid: list[str]) -> MethodEntry:
 
 def build_scenario(cell: Cell):
     """The cell's :class:`~expunge.training.scenario.Scenario` (data loaded or imported, model built)."""
-    from expunge.data import parse_forget_rule
     from expunge.training.scenario import Scenario
 
     split = _split(cell.dataset)
@@ -451,8 +450,8 @@ def build_scenario(cell: Cell):
     if cell.dataset.model is not None:
         outputs = split.train.num_classes if split.train.task == "classification" else 1
         model = make_user_model(cell.dataset.model, cell.dataset.model_kwargs, split.train.input_shape, outputs)
-    forget = parse_forget_rule(cell.forget_rule, split.train, seed=cell.scenario_seed)
-    return Scenario(split, forget, recipe, device=cell.device, model=model)
+    return Scenario.with_rule(split, cell.forget_rule, recipe, seed=cell.scenario_seed, device=cell.device,
+                              model=model)
 
 
 def run_cell(cell: Cell, progress=None) -> CellResult:

@@ -3,13 +3,14 @@
 ``DATASETS`` and ``FORGET_RULES`` are registries (entry-point groups ``expunge.datasets`` and
 ``expunge.forget_rules``), so other packages add datasets and forget-rule kinds without editing expunge.
 """
-from expunge.data.base import ArrayDataset, ForgetSet, Split
+from expunge.data.base import ArrayDataset, ForgetReason, ForgetSet, Split
 from expunge.data.datasets import DATASETS, DatasetSpec, dataset_info, load_dataset, register_dataset
 from expunge.data.forget import (
     FORGET_RULES,
     ForgetRule,
     author_forget,
     ForgetRuleSyntaxError,
+    RuleContext,
     class_forget,
     ids_forget,
     parse_forget_rule,
@@ -17,6 +18,7 @@ from expunge.data.forget import (
     random_forget,
     register_forget_rule,
     subclass_forget,
+    validate_forget_rule,
 )
 from expunge.data.user import as_dataset, make_split
 
@@ -24,6 +26,9 @@ __all__ = [
     "ArrayDataset",
     "Split",
     "ForgetSet",
+    "ForgetReason",
+    "RuleContext",
+    "validate_forget_rule",
     "load_dataset",
     "dataset_info",
     "DATASETS",

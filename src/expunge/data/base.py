@@ -148,12 +148,46 @@ class Split:
 
 
 @dataclass(frozen=True, eq=False)
+class ForgetReason:
+    """Why a scored forget rule chose its examples, for reports.
+
+    ``score``: the score's name (``"memorisation"``); ``definition``: what it is, in one
+    or two sentences; ``scores``: float ``[N]``, every training position's score;
+    ``selection``: how the forget set was read off the scores (``"the 400 highest of
+    4000"``); ``source``: how the scores were computed (models, cache key).
+    """
+
+    score: str
+    definition: str
+    scores: torch.Tensor
+    selection: str
+    source: dict = field(default_factory=dict)
+
+    def summary(self, forget_mask: torch.Tensor | None = None) -> dict:
+        """JSON-ready: the definition, the selection, and the score's range on the forget set and overall."""
+        values = self.scores.double()
+        result = {"score": self.score, "definition": self.definition, "selection": self.selection,
+                  "source": dict(self.source), "all_mean": float(values.mean()), "all_min": float(values.min()),
+                  "all_max": float(values.max())}
+        if forget_mask is not None and bool(forget_mask.any()):
+            chosen = values[forget_mask]
+            result |= {"forget_mean": float(chosen.mean()), "forget_min": float(chosen.min()),
+                       "forget_max": float(chosen.max())}
+        return result
+
+
+@dataclass(frozen=True, eq=False)
 class ForgetSet:
-    """The forget set ``S`` and retain set ``D \\ S`` of a training set, by ID and position."""
+    """The forget set ``S`` and retain set ``D \\ S`` of a training set, by ID and position.
+
+    ``reason``: for scored rules (``memorized:``, ``entangled:``, ``datamodel_pc:``), the
+    scores behind the choice (:class:`ForgetReason`); None for the others.
+    """
 
     train: ArrayDataset
     forget_ids: torch.Tensor
     rule: str = "explicit"
+    reason: ForgetReason | None = None
 
     def __post_init__(self) -> None:
         if self.forget_ids.numel() == 0:

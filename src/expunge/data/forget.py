@@ -243,6 +243,31 @@ class ForgetRuleSyntaxError(ExpungeError):
 
 
 @dataclass(frozen=True)
+class RuleContext:
+    """What scored rules (``memorized:``, ``entangled:``, ``datamodel_pc:``) need besides the training set:
+    the models they score examples with.
+
+    ``recipe``: how the scoring models are trained (a :class:`~expunge.training.recipe.Recipe`;
+    the scenario's own); ``cache``: the :class:`~expunge.training.store.PopulationCache`
+    (default: the one under ``EXPUNGE_HOME``); ``device`` and ``model`` (a user
+    ``nn.Module``) as in :class:`~expunge.training.scenario.Scenario`; ``original_parts``:
+    the cache parts of the scenario's original population, so ``entangled:`` reads the
+    members the scenario trains anyway; ``memorisation_models``, ``original_members``
+    and ``attribution`` (:class:`~expunge.attribution.AttributionSettings`) override the
+    rules' defaults (small values for tests).
+    """
+
+    recipe: Any
+    cache: Any = None
+    device: str = "cpu"
+    model: Any = None
+    original_parts: dict | None = None
+    memorisation_models: int | None = None
+    original_members: int | None = None
+    attribution: Any = None
+
+
+@dataclass(frozen=True)
 class ForgetRule:
     """A kind of forget rule, written ``KIND:ARGUMENT[@seedN]``.
 
@@ -252,12 +277,16 @@ class ForgetRule:
     -> ForgetSet``: ``argument`` is the text after ``KIND:`` (never empty, ``@seedN``
     removed) and ``seed`` comes from ``@seedN`` or the caller. A malformed argument
     raises :class:`ForgetRuleSyntaxError`; any other problem an
-    :class:`~expunge.errors.ExpungeError` saying what to do.
+    :class:`~expunge.errors.ExpungeError` saying what to do. A ``parse`` with a
+    ``context`` parameter also receives the caller's :class:`RuleContext` (None when
+    there is none). ``check(argument, train)``: optional, validates the argument without
+    doing the work (rules that train models have one, so a grid checks them cheaply).
     """
 
     name: str
     forms: str
-    parse: Callable[[str, ArrayDataset, int], ForgetSet]
+    parse: Callable[..., ForgetSet]
+    check: Callable[[str, ArrayDataset], None] | None = None
 
 
 def check_forget_rule(rule: Any) -> None:
@@ -277,15 +306,17 @@ def check_forget_rule(rule: Any) -> None:
                            f"ForgetSet, got {rule.parse!r}") from None
 
 
-FORGET_RULES: Registry[ForgetRule] = Registry("forget rule", "expunge.forget_rules", ("expunge.data.forget",),
+FORGET_RULES: Registry[ForgetRule] = Registry("forget rule", "expunge.forget_rules",
+                                              ("expunge.data.forget", "expunge.data.scored_rules"),
                                               check=check_forget_rule, identity=lambda entry: qualified_name(entry.parse))
 
 # Error messages list the built-in kinds in this order (the order of the literature's scenarios),
 # then any other registered kinds by name.
-_LISTING_ORDER = ("random", "class", "subclass", "ids", "authors")
+_LISTING_ORDER = ("random", "class", "subclass", "ids", "authors", "memorized", "entangled", "datamodel_pc")
 
 
-def register_forget_rule(name: str, forms: str) -> Callable[[Callable[[str, ArrayDataset, int], ForgetSet]],
+def register_forget_rule(name: str, forms: str, check: Callable[[str, ArrayDataset], None] | None = None
+                         ) -> Callable[[Callable[[str, ArrayDataset, int], ForgetSet]],
                                                             Callable[[str, ArrayDataset, int], ForgetSet]]:
     """Decorator: register ``parse(argument, train, seed) -> ForgetSet`` as forget rule ``name``.
 
@@ -294,7 +325,7 @@ def register_forget_rule(name: str, forms: str) -> Callable[[Callable[[str, Arra
     ...     return ids_forget(train, train.ids[: int(argument)])  # doctest: +SKIP
     """
     def wrap(parse: Callable[[str, ArrayDataset, int], ForgetSet]) -> Callable[[str, ArrayDataset, int], ForgetSet]:
-        FORGET_RULES.register(ForgetRule(name, forms, parse))
+        FORGET_RULES.register(ForgetRule(name, forms, parse, check))
         return parse
 
     return wrap
@@ -307,16 +338,7 @@ def valid_forms() -> str:
     return ", ".join(FORGET_RULES.get(n).forms for n in names) + "; append @seedN to set the seed"
 
 
-def parse_forget_rule(spec: str, train: ArrayDataset, seed: int = 0) -> ForgetSet:
-    """Build a forget set from a rule string ``KIND:ARGUMENT[@seedN]`` (the CLI's ``--forget``).
-
-    Built-in forms: ``random:0.1`` (a fraction: contains ``.`` or is below 1),
-    ``random:200`` (a count), ``class:3``, ``class:3,5``, ``subclass:3`` /
-    ``subclass:3:1`` / ``subclass:3:1:8`` (class, cluster, number of clusters),
-    ``ids:1,2,3`` and ``ids:@file.txt`` (one ID per line); plugins add kinds through
-    :data:`FORGET_RULES`. A trailing ``@seedN`` overrides ``seed``, so the rule strings
-    recorded in reports parse back to the same forget set.
-    """
+def _split_rule(spec: str, seed: int) -> tuple[str, str, int]:
     if not isinstance(spec, str):
         raise ExpungeError(f"a forget rule must be a string like 'random:0.1', got {type(spec).__name__}")
     body = spec.strip()
@@ -331,8 +353,42 @@ def parse_forget_rule(spec: str, train: ArrayDataset, seed: int = 0) -> ForgetSe
         close = difflib.get_close_matches(kind, FORGET_RULES.names(), n=1, cutoff=0.5)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ExpungeError(f"bad forget rule {spec!r}: unknown kind {kind!r}.{hint} Valid forms: {valid_forms()}")
+    return kind, argument, seed
+
+
+def parse_forget_rule(spec: str, train: ArrayDataset, seed: int = 0, context: RuleContext | None = None) -> ForgetSet:
+    """Build a forget set from a rule string ``KIND:ARGUMENT[@seedN]`` (the CLI's ``--forget``).
+
+    Built-in forms: ``random:0.1`` (a fraction: contains ``.`` or is below 1),
+    ``random:200`` (a count), ``class:3``, ``class:3,5``, ``subclass:3`` /
+    ``subclass:3:1`` / ``subclass:3:1:8`` (class, cluster, number of clusters),
+    ``ids:1,2,3`` and ``ids:@file.txt`` (one ID per line), and the scored rules
+    ``memorized:0.1``, ``entangled:0.1`` and ``datamodel_pc:1[:0.05]``
+    (:mod:`expunge.data.scored_rules`; they train or load models, described by
+    ``context``); plugins add kinds through :data:`FORGET_RULES`. A trailing ``@seedN``
+    overrides ``seed``, so the rule strings recorded in reports parse back to the same
+    forget set.
+    """
+    kind, argument, seed = _split_rule(spec, seed)
+    rule = FORGET_RULES.get(kind)
     try:
-        return FORGET_RULES.get(kind).parse(argument, train, seed)
+        if "context" in inspect.signature(rule.parse).parameters:
+            return rule.parse(argument, train, seed, context=context)
+        return rule.parse(argument, train, seed)
+    except ForgetRuleSyntaxError as error:
+        raise ExpungeError(f"bad forget rule {spec!r}: {str(error).rstrip('.')}. Valid forms: {valid_forms()}") from None
+
+
+def validate_forget_rule(spec: str, train: ArrayDataset, seed: int = 0) -> None:
+    """Raise the error :func:`parse_forget_rule` would for a malformed rule, without training anything
+    (a rule with a ``check`` is only checked; the others are parsed)."""
+    kind, argument, seed = _split_rule(spec, seed)
+    rule = FORGET_RULES.get(kind)
+    if rule.check is None:
+        parse_forget_rule(spec, train, seed)
+        return
+    try:
+        rule.check(argument, train)
     except ForgetRuleSyntaxError as error:
         raise ExpungeError(f"bad forget rule {spec!r}: {str(error).rstrip('.')}. Valid forms: {valid_forms()}") from None
 

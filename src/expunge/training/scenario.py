@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from expunge.data import ForgetSet, Split, load_dataset, parse_forget_rule
+from expunge.data import ForgetSet, RuleContext, Split, load_dataset, parse_forget_rule
 from expunge.errors import ExpungeError
 from expunge.training.cost import Cost
 from expunge.training.population import Population
@@ -47,10 +47,29 @@ class Scenario:
     def build(cls, dataset: str = "mnist1d", forget: str | None = "random:0.1", recipe: Recipe | None = None,
               seed: int = 0, cache: PopulationCache | None = None, device: str = "cpu",
               model: nn.Module | None = None, **dataset_kwargs: object) -> "Scenario":
-        """A built-in dataset with a forget rule (``None``: no forget set, for training originals only)."""
+        """A built-in dataset with a forget rule (``None``: no forget set, for training originals only).
+
+        Scored rules (``memorized:``, ``entangled:``, ``datamodel_pc:``) score examples
+        with models of this recipe, from the same cache."""
         split = load_dataset(dataset, **dataset_kwargs)
-        forget_set = None if forget is None else parse_forget_rule(forget, split.train, seed=seed)
-        return cls(split, forget_set, recipe or default_recipe(dataset), cache or PopulationCache(), device, model)
+        return cls.with_rule(split, forget, recipe or default_recipe(dataset), seed, cache or PopulationCache(),
+                             device, model)
+
+    @classmethod
+    def with_rule(cls, split: Split, forget: str | None, recipe: Recipe, seed: int = 0,
+                  cache: PopulationCache | None = None, device: str = "cpu",
+                  model: nn.Module | None = None) -> "Scenario":
+        """A scenario on ``split`` whose forget set is the rule ``forget``, parsed with this scenario's models."""
+        scenario = cls(split, None, recipe, cache or PopulationCache(), device, model)
+        if forget is not None:
+            context = RuleContext(recipe, scenario.cache, device, model, scenario.role_parts("original"))
+            scenario.forget = parse_forget_rule(forget, split.train, seed=seed, context=context)
+        return scenario
+
+    def role_parts(self, role: str) -> dict:
+        """The cache parts of a role's population (every member's key hashes them)."""
+        return {"role": role, "data": self.split.fingerprint(), "split": self.split.name,
+                "recipe": self.recipe.to_json()} | self.model_parts
 
     @property
     def model_parts(self) -> dict[str, str]:
@@ -90,9 +109,7 @@ class Scenario:
                    ) -> tuple[Population, Cost, CacheReport]:
         """The ``members`` first members of a role, from the cache or trained now (only the missing ones)."""
         seeds, keep_masks = self.role_seeds(role, members), self.keep_masks(role, members)
-        parts = {"role": role, "data": self.split.fingerprint(), "split": self.split.name,
-                 "recipe": self.recipe.to_json()} | self.model_parts
-        return self.cache.trained(parts, self.recipe, self.split.train, seeds, keep_masks, model=self.model,
+        return self.cache.trained(self.role_parts(role), self.recipe, self.split.train, seeds, keep_masks, model=self.model,
                                   device=self.device, progress=progress)
 
     def original(self, members: int, progress: Progress | None = None) -> tuple[Population, Cost, CacheReport]:
