@@ -112,7 +112,8 @@ def run_audit(scenario: Scenario, method: str | list[str] | dict[str, dict] = "f
     or a dict ``{name: {hyperparameter: value}}``. ``members``: N, the size of the
     original, oracle and second-oracle populations (noise floors use the second).
     ``shadow_members``: shadow models for U-LiRA (default ``members``, at least 8; 0 skips
-    U-LiRA). ``metrics``: registered metric names (default: all); ``metric_options``:
+    U-LiRA). ``metrics``: registered metric names (default: every metric that runs by default; the
+    relearning attack, which trains, only when named); ``metric_options``:
     keyword arguments per metric (``{"klom": {"convention": "authors"}}``). ``executor``:
     where jobs run (default: in this process).
 
@@ -166,7 +167,8 @@ def run_audit(scenario: Scenario, method: str | list[str] | dict[str, dict] = "f
 
     context = AuditContext(data, Evidence("oracle", built["oracle"][0], data),
                            Evidence("second oracle", built["second_oracle"][0], data),
-                           Evidence("original", built["original"][0], data), retrain, seed, make_random)
+                           Evidence("original", built["original"][0], data), retrain, seed, make_random,
+                           scenario.recipe)
     assessor = Assessor(context, metrics, metric_options)
     rows: list[MetricResult] = []
     for name in methods:
