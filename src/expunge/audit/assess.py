@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from expunge.audit.evidence import NETWORK_VIEWS, AuditContext, Candidate
-from expunge.audit.metric import METRICS, Metric, Plot, default_metric_names
+from expunge.audit.metric import METRICS, Metric, Plot
 from expunge.audit.results import Measurement, MetricResult
 from expunge.audit.verdict import judge
 from expunge.errors import ExpungeError
@@ -34,10 +34,10 @@ class Assessor:
 
     def __init__(self, context: AuditContext, metrics: list[str] | None = None,
                  options: dict[str, dict[str, Any]] | None = None):
-        """``metrics``: registered names (default: every metric with ``in_default_audit``); ``options``: keyword arguments per metric name
+        """``metrics``: registered names (default all); ``options``: keyword arguments per metric name
         (e.g. ``{"klom": {"convention": "authors"}}``)."""
         self.context = context
-        names = metrics if metrics is not None else default_metric_names()
+        names = metrics if metrics is not None else METRICS.names()
         options = options or {}
         unknown = set(options) - set(names)
         if unknown:

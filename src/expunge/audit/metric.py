@@ -154,9 +154,6 @@ class Metric(ABC):
     # Whether the original population must score worse than retraining (checked by the metric conformance
     # suite): False for metrics that do not measure forgetting (cost, retain-set utility).
     separates_original: ClassVar[bool] = True
-    # Whether an audit that names no metrics runs it: False for metrics that cost training (the relearning
-    # attack fine-tunes every population), which run only when named in ``metrics=[...]``.
-    in_default_audit: ClassVar[bool] = True
 
     @abstractmethod
     def measure(self, candidate: "Candidate", context: "AuditContext") -> dict[str, Measurement]:
@@ -231,11 +228,6 @@ def check_metric_class(cls: Any) -> None:
 
 METRICS: Registry[type[Metric]] = Registry("metric", "expunge.metrics", ("expunge.audit",),
                                            check=check_metric_class)
-
-
-def default_metric_names() -> list[str]:
-    """The registered metrics an audit runs when it names none (those with ``in_default_audit``)."""
-    return [name for name in METRICS.names() if getattr(METRICS.get(name), "in_default_audit", True)]
 
 
 def register(cls: type[Metric]) -> type[Metric]:

@@ -33,8 +33,12 @@ Also the same area for phi, and the **excess gain** ``(acc_m(T) - acc_m(0)) -
 (acc_o(T) - acc_o(0))``, which ignores where the curves start (a method that drove
 forget accuracy below the oracle's and jumps back shows here).
 
-It trains, so it is opt-in: ``in_default_audit = False``; run it with
-``metrics=[..., "relearning"]`` or ``expunge audit --metric relearning``.
+It trains, but little: 20 steps of 32 examples per member is 640 example gradients
+(0.6% of retraining MNIST-1D's recipe per member), and on MNIST-1D at N = 8 the attack
+takes about 0.24 s per population on one CPU thread, about 3% of an audit of three
+methods (two oracles and each method's population are attacked; the oracle's curve is
+computed once). So it runs in every audit by default; ``metrics=[...]`` without it
+leaves it out.
 """
 from __future__ import annotations
 
@@ -103,7 +107,6 @@ class Relearning(Metric):
     definition = DEFINITION
     reference_kind = "noise_floor"
     needs = frozenset({"correct", "loss"})
-    in_default_audit = False  # it fine-tunes every population: opt in with metrics=[..., "relearning"]
     rows = relearning_rows(CHECKPOINTS)
 
     def __init__(self, steps: int = 20, checkpoints: tuple[int, ...] | list[int] | None = None,

@@ -112,8 +112,7 @@ def run_audit(scenario: Scenario, method: str | list[str] | dict[str, dict] = "f
     or a dict ``{name: {hyperparameter: value}}``. ``members``: N, the size of the
     original, oracle and second-oracle populations (noise floors use the second).
     ``shadow_members``: shadow models for U-LiRA (default ``members``, at least 8; 0 skips
-    U-LiRA). ``metrics``: registered metric names (default: every metric that runs by default; the
-    relearning attack, which trains, only when named); ``metric_options``:
+    U-LiRA). ``metrics``: registered metric names (default: all); ``metric_options``:
     keyword arguments per metric (``{"klom": {"convention": "authors"}}``). ``executor``:
     where jobs run (default: in this process).
 

@@ -235,21 +235,13 @@ def _check_out(out: Path) -> None:
         raise ExpungeError(f"--out {out} is a file: pass a folder for report.json and report.html")
 
 
-def _run_audit(scenario, methods, members: int, shadows: Optional[int], out: Path, resolution: str,
-               extra_metrics: Optional[list[str]] = None) -> None:
+def _run_audit(scenario, methods, members: int, shadows: Optional[int], out: Path, resolution: str) -> None:
     import logging
 
     from expunge.bench.audit import run_audit
     from expunge.cli.leaderboard import leaderboard
 
     _check_out(out)
-    metrics = None
-    if extra_metrics:
-        from expunge.audit.metric import METRICS, default_metric_names
-
-        for name in extra_metrics:
-            METRICS.get(name)  # a clear error for an unknown name, before any training
-        metrics = default_metric_names() + [n for n in dict.fromkeys(extra_metrics) if n not in default_metric_names()]
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "audit.log"
     handler = logging.FileHandler(log_path, mode="w", encoding="utf-8")
@@ -261,7 +253,7 @@ def _run_audit(scenario, methods, members: int, shadows: Optional[int], out: Pat
     try:
         with progress_bars() as bar:
             report = run_audit(scenario, methods, members=members, shadow_members=shadows, resolution=resolution,
-                               progress=bar, metrics=metrics)
+                               progress=bar)
     finally:
         logger.removeHandler(handler)
         handler.close()
@@ -290,9 +282,7 @@ def audit(dataset: str = typer.Option("mnist1d", help="built-in dataset"),
                                                            "epochs, batch_size, ...), at the top or under [recipe]"),
           data_root: Optional[Path] = typer.Option(None, help="the CIFAR-10 folder (data_batch_1..5, test_batch) "
                                                               "for --dataset cifar10"),
-          device: str = typer.Option("cpu", help="cpu or cuda"),
-          metric: list[str] = typer.Option([], help="also run this opt-in metric (repeatable), e.g. relearning "
-                                                    "(the relearning attack, which fine-tunes every population)")) -> None:
+          device: str = typer.Option("cpu", help="cpu or cuda")) -> None:
     """Audit methods against oracle populations; writes DIR/report.json, DIR/report.html and DIR/audit.log."""
     from expunge.bench.plan import method_plan
 
@@ -303,7 +293,7 @@ def audit(dataset: str = typer.Option("mnist1d", help="built-in dataset"),
     methods = {method[0]: hyperparameters} if hyperparameters else list(method)
     method_plan(methods, {})  # fail fast on names and hyperparameters, before any training
     scenario = _scenario(dataset, forget, epochs, device, model, recipe, data_root)
-    _run_audit(scenario, methods, members, shadows, out, "full", metric)
+    _run_audit(scenario, methods, members, shadows, out, "full")
 
 
 @app.command()
