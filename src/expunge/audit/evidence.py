@@ -217,6 +217,7 @@ class AuditContext:
     retrain: RetrainCost
     seed: int = 0
     make_random: Callable[[], Evidence] | None = None  # untrained members of the architecture (ZRF)
+    recipe: Any = None  # the scenario's training recipe, where metrics that train need it (relearning's lr)
     _random: Evidence | None = field(default=None, repr=False)
 
     @property

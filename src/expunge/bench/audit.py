@@ -166,7 +166,8 @@ def run_audit(scenario: Scenario, method: str | list[str] | dict[str, dict] = "f
 
     context = AuditContext(data, Evidence("oracle", built["oracle"][0], data),
                            Evidence("second oracle", built["second_oracle"][0], data),
-                           Evidence("original", built["original"][0], data), retrain, seed, make_random)
+                           Evidence("original", built["original"][0], data), retrain, seed, make_random,
+                           scenario.recipe)
     assessor = Assessor(context, metrics, metric_options)
     rows: list[MetricResult] = []
     for name in methods:

@@ -171,7 +171,7 @@ def _assemble(scenario, parts: dict[str, Any]) -> MetricBench:
     context = AuditContext(data, Evidence("oracle", built["oracle"], data),
                            Evidence("second oracle", built["second_oracle"], data),
                            Evidence("original", built["original"], data), parts["retrain_cost"], parts["seed"],
-                           lambda: Evidence("random init", parts["random_init"](), data))
+                           lambda: Evidence("random init", parts["random_init"](), data), scenario.recipe)
     return MetricBench(scenario, context, candidate("original"), candidate("retrain"), parts)
 
 
