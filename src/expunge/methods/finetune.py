@@ -36,7 +36,7 @@ class Finetune(Method):
     paper = "Warnecke et al., NDSS 2023; Jia et al., NeurIPS 2023 (FT)"
     needs_retain = True
     forget_sets = ("random", "class", "subclass")  # never looks at the forget set: any kind
-    tasks = ("classification", "regression")
+    tasks = ("classification", "regression", "causal_lm")  # the task's loss: answer tokens for causal_lm
 
     @dataclass(frozen=True)
     class Hyperparameters:

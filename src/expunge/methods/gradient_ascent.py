@@ -46,7 +46,7 @@ class GradientAscent(Method):
 
     name = "gradient_ascent"
     demo = "quick"
-    tasks = ("classification", "regression")  # only the task loss: ascends squared error as well
+    tasks = ("classification", "regression", "causal_lm")  # only the task loss: squared error, answer tokens
     forget_sets = ("random", "class", "subclass")  # benchmark: subclass:3 keeps retain accuracy
     summary = "ascend the forget-set loss"
     paper = "Thudi et al., EuroS&P 2022; Jia et al., NeurIPS 2023 (GA)"
