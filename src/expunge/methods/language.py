@@ -34,6 +34,11 @@ def sequence_loglik(task: UnlearningTask, outputs: torch.Tensor, targets: torch.
     return -task.loss(outputs, targets) * answer_lengths(targets)
 
 
+def grad_diff_loss(forget_loss: torch.Tensor, retain_loss: torch.Tensor, retain_weight: float) -> torch.Tensor:
+    """Gradient difference: ``retain_weight * L_retain - L_forget`` (TOFU's ``grad_diff`` with weight 1)."""
+    return retain_weight * retain_loss - forget_loss
+
+
 def npo_loss(loglik: torch.Tensor, reference_loglik: torch.Tensor, beta: float) -> torch.Tensor:
     """NPO's per-sequence loss ``-(2/beta) log sigmoid(-beta (log pi_theta(y|x) - log pi_ref(y|x)))``.
 

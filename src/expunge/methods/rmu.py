@@ -49,11 +49,13 @@ class RMU(Method):
     Every text token of an example counts (question, answer, ``<eos>``; not padding).
 
     Scaled to ``gpt_tiny`` (residual stream of 64 units, its activations' norm a few units
-    rather than tens): the middle layer (``(layers - 1) // 2``), ``c = 20`` (several times
-    the original's activation norm, as 6.5 is for Zephyr's layer 7), ``alpha = 10`` (the
-    MSE is per unit, so the authors' 1200 matched 4,096 units), Adam lr 1e-3, 5 passes
-    over the forget set with the retain set cycled alongside. Each member draws its own
-    ``u`` from its seed.
+    rather than tens): the middle layer (``(layers - 1) // 2``), ``c = 20`` (about six times
+    the original's per-token activation norm, 3.5 at d_model 32), ``alpha = 100``, Adam lr
+    1e-2 (only a few MLP weights move), 5 passes over the forget set with the retain set
+    cycled alongside. Each member draws its own ``u`` from its seed. Forgetting one of 10
+    authors (2 members, d_model 32, 40 epochs): forget exact match 1.00 -> 0.10 (log-
+    likelihood -0.27 -> -6.7), retain 1.00 -> 1.00; alpha 10 costs a fifth of the retain
+    answers, c = 50 forgets all but costs 8%.
 
     Example:
         >>> unlearned, cost, check = expunge.unlearn(model, forget=f, retain=r, method="rmu", steering=20.0)  # doctest: +SKIP
@@ -71,10 +73,10 @@ class RMU(Method):
         layer: int = hyperparameter(-1, "layer whose output is steered (-1: the middle one, (layers - 1) // 2)")
         steering: float = hyperparameter(20.0, "steering coefficient c: the forget activations' target is c u",
                                          search=(2.0, 100.0, "log"))
-        alpha: float = hyperparameter(10.0, "weight of the retain activations' MSE", search=(0.1, 1000.0, "log"))
+        alpha: float = hyperparameter(100.0, "weight of the retain activations' MSE", search=(0.1, 1000.0, "log"))
         epochs: int = hyperparameter(5, "passes over the forget set (the retain set is cycled alongside)",
                                      search=(1, 10))
-        lr: float = hyperparameter(1e-3, "Adam learning rate", search=(1e-4, 1e-2, "log"))
+        lr: float = hyperparameter(1e-2, "Adam learning rate", search=(1e-4, 1e-2, "log"))
         batch_size: int = hyperparameter(32, "forget and retain minibatch size per member")
 
     def run(self, task: UnlearningTask, hp: Any) -> Population:
