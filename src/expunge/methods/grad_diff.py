@@ -40,6 +40,7 @@ class GradDiff(Method):
     paper = "Liu et al., CoLLAs 2022; Maini et al., TOFU 2024 (grad_diff)"
     needs_retain = True
     tasks = ("causal_lm",)
+    demo = "quick"  # the language-model demo (expunge demo selects methods by the data's task)
     forget_sets = ("random",)
 
     @dataclass(frozen=True)

@@ -79,6 +79,7 @@ class IDK(Method):
     paper = "Maini et al., TOFU 2024 (idk)"
     needs_retain = True
     tasks = ("causal_lm",)
+    demo = "quick"  # the language-model demo (expunge demo selects methods by the data's task)
     forget_sets = ("random",)
 
     @dataclass(frozen=True)

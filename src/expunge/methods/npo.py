@@ -28,8 +28,9 @@ class NPO(Method):
     the original, so the model does not collapse as under plain ascent. NPO-RT (the
     authors' variant with a retain term) adds ``retain_weight * L_retain`` (the task's
     loss on a retain minibatch); ``retain_weight = 0`` (default) is plain NPO, which never
-    reads the retain set. The authors use ``beta = 0.1`` on TOFU (kept here) with AdamW,
-    lr 1e-5, for 10 epochs; the learning rate here is scaled to ``gpt_tiny``.
+    reads the retain set. The authors use ``beta = 0.1`` on TOFU (kept here) and fine-tune
+    7B models with AdamW at a learning rate around 1e-5; the learning rate and passes here
+    are tuned for ``gpt_tiny``.
 
     Defaults (``gpt_tiny`` on ``fictitious_authors``): beta 0.1, 3 passes over the forget
     set, Adam lr 2e-4, minibatches of 32. Forgetting one of 10 authors (2 members, d_model
@@ -45,6 +46,7 @@ class NPO(Method):
     summary = "negative preference optimisation against the original (language models)"
     paper = "Zhang et al., 2024 (NPO)"
     tasks = ("causal_lm",)
+    demo = "quick"  # the language-model demo (expunge demo selects methods by the data's task)
     forget_sets = ("random",)
 
     @dataclass(frozen=True)

@@ -45,7 +45,8 @@ class RMU(Method):
 
     (squared distances averaged over hidden units, as the authors' ``mse_loss``). Only the
     MLP weights of layers ``l - 2 .. l`` are updated, as the authors do (Zephyr-7B: layer 7,
-    MLPs of layers 5-7, ``c = 6.5``, ``alpha = 1200``, AdamW lr 5e-5, 250 steps of batch 4).
+    MLPs of layers 5-7, ``c = 6.5``, ``alpha = 1200``, AdamW lr 5e-5, a few hundred steps of
+    small batches; recalled from the paper, not re-checked against it here).
     Every text token of an example counts (question, answer, ``<eos>``; not padding).
 
     Scaled to ``gpt_tiny`` (residual stream of 64 units, its activations' norm a few units
@@ -66,6 +67,7 @@ class RMU(Method):
     paper = "Li et al., ICML 2024 (WMDP, RMU)"
     needs_retain = True
     tasks = ("causal_lm",)
+    demo = "quick"  # the language-model demo (expunge demo selects methods by the data's task)
     forget_sets = ("random",)
 
     @dataclass(frozen=True)

@@ -39,6 +39,7 @@ class SimNPO(Method):
     paper = "Fan et al., 2024 (SimNPO)"
     needs_retain = True
     tasks = ("causal_lm",)
+    demo = "quick"  # the language-model demo (expunge demo selects methods by the data's task)
     forget_sets = ("random",)
 
     @dataclass(frozen=True)
