@@ -8,8 +8,17 @@ import torch
 from expunge import ExpungeError
 from expunge.data import load_dataset
 from expunge.data.authors import authors_corpus
-from expunge.methods.language import (answer_lengths, grad_diff_loss, npo_loss, random_unit_vector,
-                                      refusal_sequences, sequence_loglik, simnpo_loss, text_mask, token_mse)
+from expunge.methods.language import (
+    answer_lengths,
+    grad_diff_loss,
+    npo_loss,
+    random_unit_vector,
+    refusal_sequences,
+    sequence_loglik,
+    simnpo_loss,
+    text_mask,
+    token_mse,
+)
 from expunge.methods.registry import methods_supporting, unlearn_population
 from expunge.tasks import get_task
 from expunge.training.engine import population_scores, train_population

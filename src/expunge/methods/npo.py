@@ -6,7 +6,12 @@ from typing import Any
 
 from expunge.errors import ExpungeError
 from expunge.methods.base import Method, UnlearningTask, hyperparameter
-from expunge.methods.common import CycledBatches, StackedTraining, epochs_over, teacher_outputs
+from expunge.methods.common import (
+    CycledBatches,
+    StackedTraining,
+    epochs_over,
+    teacher_outputs,
+)
 from expunge.methods.language import npo_loss, require_causal_lm, sequence_loglik
 from expunge.methods.registry import register
 from expunge.training.population import Population

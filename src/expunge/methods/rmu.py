@@ -9,7 +9,12 @@ import torch
 from expunge.errors import ExpungeError
 from expunge.methods.base import Method, UnlearningTask, hyperparameter
 from expunge.methods.common import CycledBatches, StackedTraining, epochs_over
-from expunge.methods.language import random_unit_vector, require_causal_lm, text_mask, token_mse
+from expunge.methods.language import (
+    random_unit_vector,
+    require_causal_lm,
+    text_mask,
+    token_mse,
+)
 from expunge.methods.registry import register
 from expunge.methods.representation import Representations
 from expunge.training.population import Population

@@ -7,7 +7,12 @@ from typing import Any
 from expunge.errors import ExpungeError
 from expunge.methods.base import Method, UnlearningTask, hyperparameter
 from expunge.methods.common import CycledBatches, StackedTraining, epochs_over
-from expunge.methods.language import answer_lengths, require_causal_lm, sequence_loglik, simnpo_loss
+from expunge.methods.language import (
+    answer_lengths,
+    require_causal_lm,
+    sequence_loglik,
+    simnpo_loss,
+)
 from expunge.methods.registry import register
 from expunge.training.population import Population
 
