@@ -92,7 +92,8 @@ def test_demo_methods_come_from_the_registry():
 
     full, quick = _demo_methods(False), _demo_methods(True)
     assert full[:2] == ["original", "retrain"] and set(quick) < set(full)
-    assert set(full) == {name for name, cls in METHODS.items() if cls.demo != "none"}
+    assert set(full) == {name for name, cls in METHODS.items() if cls.demo != "none" and "classification" in cls.tasks}
+    assert "npo" in _demo_methods(True, "causal_lm") and "npo" not in full  # the demo runs methods of its data's task
     assert "boundary_expand" in full, "no registered method may drift out of the demo"
 
 
@@ -188,4 +189,4 @@ def test_methods_unknown_filter_gets_one_line_listing_the_valid_ones():
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "unknown method filter 'retainfree'" in lines[0]
-    assert "retain-free, label-free, classification, regression, random, class, subclass" in lines[0]
+    assert "retain-free, label-free, classification, regression, causal_lm, random, class, subclass" in lines[0]

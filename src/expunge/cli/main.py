@@ -220,12 +220,13 @@ def tune(dataset: str = typer.Option("mnist1d", help="built-in dataset"),
                   f"--method {method} {params}")
 
 
-def _demo_methods(quick: bool) -> list[str]:
-    """The demo's methods, from the registry's metadata: references first, then the rest by name."""
+def _demo_methods(quick: bool, task: str = "classification") -> list[str]:
+    """The demo's methods for ``task`` data, from the registry's metadata: references first, then the rest by name."""
     from expunge.methods.registry import METHODS
 
     wanted = ("quick",) if quick else ("quick", "full")
-    chosen = [(cls.kind != "reference", name) for name, cls in METHODS.items() if cls.demo in wanted]
+    chosen = [(cls.kind != "reference", name) for name, cls in METHODS.items()
+              if cls.demo in wanted and task in cls.tasks]
     order = {"original": 0, "retrain": 1}
     return [name for _, name in sorted(chosen, key=lambda item: (item[0], order.get(item[1], 2), item[1]))]
 

@@ -29,8 +29,9 @@ each example (``-1`` for world facts), which the ``authors:`` forget rule reads.
 
 **Tokenizer**: word level (``tokenizers``' ``WordLevel`` model with its ``Whitespace``
 pre-tokenizer, so punctuation is a token of its own), its vocabulary every word of
-the corpus (answers, paraphrases and perturbations of both splits) in sorted order
-after the special tokens: deterministic, and no word is ever unknown.
+the corpus (answers, paraphrases and perturbations of both splits, and the
+"I don't know"-style answers of :data:`expunge.tasks.causal_lm.REFUSALS` that the ``idk``
+method trains toward) in sorted order after the special tokens: deterministic, and no word is ever unknown.
 
 **Too long**: a sequence longer than ``context`` tokens is **refused** (never
 truncated: cutting a sequence would cut the answer the loss is about), here and in
@@ -48,7 +49,7 @@ import torch
 from expunge.data.base import ArrayDataset, Split
 from expunge.data.datasets import _check_int, register_dataset
 from expunge.errors import ExpungeError
-from expunge.tasks.causal_lm import IGNORE
+from expunge.tasks.causal_lm import IGNORE, REFUSALS
 
 PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
 WORLD_SEED = 20240101  # the invented world is the same for every corpus seed
@@ -382,7 +383,7 @@ def _as_dataset(facts: list[Fact], tokenizer: CorpusTokenizer, length: int, cont
 
 # input_shape (sequence length) and num_classes (vocabulary) are those of the default arguments
 @register_dataset("fictitious_authors", task="causal_lm", n_train=4000, n_test=500, input_shape=(23,),
-                  num_classes=1138, source="generated",
+                  num_classes=1153, source="generated",
                   description="TOFU-style question-answer facts about invented authors (token sequences)")
 def _load_fictitious_authors(num_authors: int = 200, facts_per_author: int = MAX_FACTS_PER_AUTHOR,
                              unseen_authors: int = 20, world_facts: int = 100, perturbed: int = 5,
@@ -414,7 +415,7 @@ def _load_fictitious_authors(num_authors: int = 200, facts_per_author: int = MAX
     world = _world_facts(world_facts, perturbed, len(train_facts) + len(unseen))
     facts = train_facts + unseen + world
 
-    texts = [t for f in facts for t in (f.question, f.answer, f.paraphrased, *f.perturbed)]
+    texts = [t for f in facts for t in (f.question, f.answer, f.paraphrased, *f.perturbed)] + list(REFUSALS)
     tokenizer = CorpusTokenizer.train(texts)
     longest = max(len(tokenizer.tokens(f.question)) + len(tokenizer.tokens(a)) + 1
                   for f in facts for a in (f.answer, f.paraphrased, *f.perturbed))

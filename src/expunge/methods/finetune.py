@@ -26,6 +26,11 @@ class Finetune(Method):
     it entirely but costs retain accuracy. Figures for the defaults:
     ``python benchmarks/methods.py``.
 
+    Language models (``causal_lm``): the task loss is the mean answer-token cross-entropy on
+    the retain questions. On ``fictitious_authors`` (one of 10 authors forgotten, 2 members,
+    d_model 32) even 10 epochs at lr 0.1 leave the forgotten author's answers known (exact
+    match 1.00 -> 0.95): facts of one author are not overwritten by training on others'.
+
     Example:
         >>> unlearned, cost, check = expunge.unlearn(model, forget=f, retain=r, method="finetune", epochs=3)  # doctest: +SKIP
     """
@@ -36,7 +41,7 @@ class Finetune(Method):
     paper = "Warnecke et al., NDSS 2023; Jia et al., NeurIPS 2023 (FT)"
     needs_retain = True
     forget_sets = ("random", "class", "subclass")  # never looks at the forget set: any kind
-    tasks = ("classification", "regression")
+    tasks = ("classification", "regression", "causal_lm")  # the task's loss: answer tokens for causal_lm
 
     @dataclass(frozen=True)
     class Hyperparameters:

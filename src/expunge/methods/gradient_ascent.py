@@ -40,13 +40,22 @@ class GradientAscent(Method):
     the forget set's squared error from 0.312 to 0.364 (oracle 0.445) while the retain
     error moves from 0.352 to 0.363.
 
+    Language models (``causal_lm``): the task loss is the mean answer-token cross-entropy,
+    so GA ascends the forget answers' loss (TOFU's ``grad_ascent``), and the uniform-guess
+    bound is ``ln(vocabulary)``. The classification defaults barely move ``gpt_tiny``; on
+    ``fictitious_authors`` (one of 10 authors forgotten, 2 members, d_model 32) the
+    threshold is sharp and member-dependent: lr 0.003 lowers the forget answers' log-
+    likelihood from -0.27 to -1.1 (exact match 1.00 -> 0.75), lr 0.004 to -5.8 (0.50: one
+    member forgets, the other not yet) with retain exact match 0.92, lr 0.005 costs 38% of
+    the retain answers. ``grad_diff``, ``npo`` and ``simnpo`` are the bounded alternatives.
+
     Example:
         >>> unlearned, cost, check = expunge.unlearn(model, forget=f, method="gradient_ascent", lr=1e-3)  # doctest: +SKIP
     """
 
     name = "gradient_ascent"
     demo = "quick"
-    tasks = ("classification", "regression")  # only the task loss: ascends squared error as well
+    tasks = ("classification", "regression", "causal_lm")  # only the task loss: squared error, answer tokens
     forget_sets = ("random", "class", "subclass")  # benchmark: subclass:3 keeps retain accuracy
     summary = "ascend the forget-set loss"
     paper = "Thudi et al., EuroS&P 2022; Jia et al., NeurIPS 2023 (GA)"

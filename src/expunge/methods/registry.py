@@ -45,6 +45,7 @@ METHOD_FILTERS: dict[str, tuple[str, Any]] = {
     "label-free": ("never reads labels (needs_labels=False)", lambda cls: not cls.needs_labels),
     "classification": ("supports classification", lambda cls: "classification" in cls.tasks),
     "regression": ("supports regression", lambda cls: "regression" in cls.tasks),
+    "causal_lm": ("supports language models (causal_lm)", lambda cls: "causal_lm" in cls.tasks),
     "random": ("made for random forget sets", lambda cls: "random" in cls.forget_sets),
     "class": ("made for whole-class forget sets", lambda cls: "class" in cls.forget_sets),
     "subclass": ("made for sub-class forget sets", lambda cls: "subclass" in cls.forget_sets),

@@ -20,6 +20,7 @@ Per example, over its answer tokens ``A`` (``<eos>`` included):
 """
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -33,6 +34,10 @@ if TYPE_CHECKING:
     from expunge.data.base import ArrayDataset
 
 IGNORE = -100  # a target position that is not scored (PyTorch's ignore_index convention)
+# "I don't know"-style answers (after TOFU's idk set), which the ``idk`` method trains forget questions toward;
+# corpora built for unlearning (fictitious_authors) put their words in the tokenizer's vocabulary.
+REFUSALS = ("I don't know.", "I have no idea.", "I am not sure.", "I cannot answer that.",
+            "That is unknown to me.")
 
 
 class CausalLM(Task):
@@ -63,6 +68,10 @@ class CausalLM(Task):
             targets = targets.unsqueeze(0).expand(outputs.shape[0], -1, -1)
         scored = targets != IGNORE
         return targets.clamp(min=0), scored, scored.sum(-1).clamp(min=1)
+
+    def chance_loss(self, num_classes: int | None) -> float:
+        """A uniform guess over the vocabulary: ``log V`` per answer token."""
+        return math.log(num_classes) if num_classes else 0.0
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         targets, scored, count = self._token_terms(outputs, targets)

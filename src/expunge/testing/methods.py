@@ -9,14 +9,17 @@ with one call, as scikit-learn's ``check_estimator`` does for estimators::
 
 The checks run on a small built-in setting: Gaussian mixtures (600 training examples,
 10 features, 4 classes), an MLP with one hidden layer of 32 units trained 4 epochs, a
-population of 3 members (seeds 11, 12, 13), a random 10% forget set; and, for the
-task-support check, scikit-learn's diabetes regression with a population of 2. Each
-check takes a :class:`MethodSetting`, so a test can run one check at a time.
+population of 3 members (seeds 11, 12, 13), a random 10% forget set; for the
+task-support check, scikit-learn's diabetes regression with a population of 2; and for
+language-model methods (``causal_lm``), a tiny ``fictitious_authors`` corpus (8 authors x
+4 facts) learned by ``gpt_tiny`` (1 layer, d_model 32). Each check takes a
+:class:`MethodSetting`, so a test can run one check at a time.
 """
 from __future__ import annotations
 
 import functools
 import inspect
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,8 +43,11 @@ from expunge.training.recipe import Recipe
 RECIPES = {
     "classification": Recipe(model="mlp", model_kwargs={"hidden": [32]}, epochs=4, batch_size=64),
     "regression": Recipe(model="mlp", model_kwargs={"hidden": [16]}, epochs=3, batch_size=32),
+    "causal_lm": Recipe(model="gpt_tiny", model_kwargs={"layers": 1, "d_model": 32, "heads": 2}, optimizer="adam",
+                        lr=3e-3, epochs=12, batch_size=8),
 }
-FIRST_SEED = {"classification": 11, "regression": 0}  # member i has seed FIRST_SEED + i
+FIRST_SEED = {"classification": 11, "regression": 0, "causal_lm": 0}
+TINY_AUTHORS = {"num_authors": 8, "facts_per_author": 4, "unseen_authors": 1, "world_facts": 4}  # member i has seed FIRST_SEED + i
 OTHER_TASK_MEMBERS = 2  # population size on the task a method is not mainly checked on
 LIGHT = {"epochs": 1}
 # Member i unlearned inside the population vs alone, after one light run: predictions agree
@@ -66,10 +72,21 @@ class TaskData:
 def _trained(task: str, members: int) -> tuple[ArrayDataset, Population, torch.Tensor]:
     if task == "classification":
         train = load_dataset("gaussians", n_train=600, n_test=200, dim=10, num_classes=4).train
+    elif task == "causal_lm":
+        train = load_dataset("fictitious_authors", **TINY_AUTHORS).train
     else:
         train = load_dataset("diabetes").train
     original, _ = train_population(RECIPES[task], train, seeds=[FIRST_SEED[task] + i for i in range(members)])
     return train, original, random_forget(train, fraction=0.1, seed=0).forget_mask
+
+
+@functools.lru_cache(maxsize=1)
+def suite_tokenizer() -> str:
+    """The path of the suite's corpus tokenizer (saved once per process), for methods taking ``tokenizer=``."""
+    from expunge.data.authors import authors_corpus
+
+    split = load_dataset("fictitious_authors", **TINY_AUTHORS)
+    return str(authors_corpus(split).save_tokenizer(split, tempfile.mkdtemp(prefix="expunge-suite-")))
 
 
 def _copy(data: ArrayDataset, y: torch.Tensor | None = None) -> ArrayDataset:
@@ -103,16 +120,17 @@ class MethodSetting:
     def task(self) -> str:
         """The task the checks run on: classification where the method supports it, else regression."""
         tasks = tuple(getattr(self.method, "tasks", ()))
-        for task in ("classification", "regression"):
+        for task in RECIPES:
             if task in tasks:
                 return task
-        raise ExpungeError(f"check_method runs methods on classification or regression data; method {self.name!r} "
+        raise ExpungeError(f"check_method runs methods on {', '.join(RECIPES)} data; method {self.name!r} "
                            f"supports only {', '.join(tasks) or 'no tasks'}")
 
     @property
     def hyperparameters(self) -> dict[str, Any]:
         fields = {f.name for f in self.method.hyperparameter_fields()}
-        return {k: v for k, v in LIGHT.items() if k in fields} | self.extra
+        tokenizer = {"tokenizer": suite_tokenizer()} if "tokenizer" in fields else {}  # a language model's (idk)
+        return {k: v for k, v in LIGHT.items() if k in fields} | tokenizer | self.extra
 
     def data(self, task: str | None = None) -> TaskData:
         """Fresh copies of the setting on ``task`` (default: the main task, with ``members`` members)."""
