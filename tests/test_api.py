@@ -122,3 +122,15 @@ def test_a_regression_model_given_to_a_classification_only_method_names_the_regr
     message = str(error.value)
     assert "\n" not in message and "not regression" in message
     assert "methods that support regression: " in message and "finetune" in message and "salun, " not in message
+
+
+def test_unlearn_takes_array_datasets_for_forget_and_retain():
+    """A user's ArrayDatasets (e.g. subsets of a built-in split) pass through as they are."""
+    split = expunge.load_dataset("gaussians", n_train=200, n_test=50)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(20, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    forget, retain = split.train.subset(torch.arange(20)), split.train.subset(torch.arange(20, 200))
+    unlearned, cost, check = expunge.unlearn(model, forget=forget, retain=retain, method="finetune", epochs=1)
+    assert cost.example_gradients > 0 and check.retain is not None
+    with pytest.raises(expunge.ExpungeError, match="num_classes=7 but the ArrayDataset says 4"):
+        expunge.unlearn(model, forget=forget, retain=retain, method="finetune", num_classes=7)

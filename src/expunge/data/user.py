@@ -102,8 +102,12 @@ def as_dataset(
     ('classification', 2, [0, 1, 2])
     """
     if isinstance(data, ArrayDataset):
-        if labels is not None or ids is not None or task is not None or num_classes is not None:
+        if labels is not None or ids is not None or task is not None:
             raise ExpungeError("an ArrayDataset already carries labels, IDs, task and num_classes: pass it alone")
+        if num_classes is not None and data.num_classes is not None and num_classes != data.num_classes:
+            raise ExpungeError(f"num_classes={num_classes} but the ArrayDataset says {data.num_classes}")
+        if num_classes is not None and data.num_classes is None and data.task == "classification":
+            return dataclasses.replace(data, num_classes=num_classes)
         return data
     if task is not None and task not in _TASKS:
         raise ExpungeError(f"task={task!r} is not valid: use 'classification' or 'regression'")
