@@ -75,14 +75,14 @@ def _lazy(bar, description: str):
 
 
 def _ids(spec: str) -> list[int]:
-    from expunge.exact.folder import read_ids
+    from expunge.data.forget import read_id_file
 
     if spec.startswith("@"):
-        path = Path(spec[1:])
-        if not path.is_file():
-            raise ExpungeError(f"no IDs file at {path}")
-        return read_ids(path.read_text())
-    return read_ids(spec)
+        return read_id_file(spec[1:])
+    try:
+        return [int(part) for part in spec.replace(",", " ").split()]
+    except ValueError:
+        raise ExpungeError(f"--ids {spec!r}: give comma-separated integer IDs, or @FILE") from None
 
 
 @friendly_errors

@@ -17,6 +17,7 @@ induce forgetting?", AAAI 2023) and explicit ID lists such as deletion requests.
 """
 from __future__ import annotations
 
+import json
 import difflib
 import hashlib
 import inspect
@@ -430,7 +431,7 @@ def _parse_subclass(argument: str, train: ArrayDataset, seed: int) -> ForgetSet:
 
 @register_forget_rule("ids", "ids:1,2,3, ids:@file.txt (one ID per line)")
 def _parse_ids(argument: str, train: ArrayDataset, seed: int) -> ForgetSet:
-    ids = _read_id_file(argument[1:]) if argument.startswith("@") else _int_list(argument, "IDs")
+    ids = read_id_file(argument[1:]) if argument.startswith("@") else _int_list(argument, "IDs")
     return ids_forget(train, ids)
 
 
@@ -445,17 +446,26 @@ def _parse_authors(argument: str, train: ArrayDataset, seed: int) -> ForgetSet:
     return author_forget(train, authors=_int_list(argument, "authors"))
 
 
-def _read_id_file(path_text: str) -> list[int]:
+def read_id_file(path_text: str) -> list[int]:
+    """IDs from a file: one per line (blank lines and ``#`` comments allowed; commas or spaces also
+    separate IDs), or a JSON list. Used by ``ids:@FILE`` and ``expunge forget --ids @FILE``."""
     path = Path(path_text).expanduser()
     if not path.is_file():
-        raise ExpungeError(f"bad forget rule 'ids:@{path_text}': ID file {path} does not exist")
-    ids = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        text = line.split("#", 1)[0].strip()  # blank lines and # comments are allowed
-        if not text:
-            continue
+        raise ExpungeError(f"ID file {path} does not exist")
+    content = path.read_text()
+    if content.lstrip().startswith("["):
         try:
-            ids.append(int(text))
+            values = json.loads(content)
         except ValueError:
-            raise ExpungeError(f"{path}, line {number}: {text!r} is not an integer ID (one ID per line)") from None
+            raise ExpungeError(f"{path} starts with '[' but is not a JSON list of IDs") from None
+        if not isinstance(values, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            raise ExpungeError(f"{path}: the JSON list must hold integer IDs only")
+        return values
+    ids = []
+    for number, line in enumerate(content.splitlines(), start=1):
+        for text in line.split("#", 1)[0].replace(",", " ").split():
+            try:
+                ids.append(int(text))
+            except ValueError:
+                raise ExpungeError(f"{path}, line {number}: {text!r} is not an integer ID") from None
     return ids

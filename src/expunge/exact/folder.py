@@ -383,23 +383,6 @@ def _crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def read_ids(text: str) -> list[int]:
-    """IDs from a file's text: a JSON list, or integers separated by commas, spaces or new lines."""
-    text = text.strip()
-    if text.startswith("["):
-        try:
-            values = json.loads(text)
-        except ValueError:
-            raise ExpungeError("the IDs file starts with '[' but is not a JSON list") from None
-    else:
-        values = [v for v in text.replace(",", " ").split() if v]
-    try:
-        return [int(v) for v in values]
-    except (TypeError, ValueError):
-        bad = next(v for v in values if not str(v).lstrip("-").isdigit())
-        raise ExpungeError(f"the IDs file holds {bad!r}, which is not an integer ID") from None
-
-
 def train_sisa_folder(out: str | Path, dataset: str = "mnist1d", shards: int = 4, slices: int = 1,
                       epochs: int | None = None, seed: int = 0, aggregate: str = "mean",
                       dataset_options: dict[str, Any] | None = None, device: str = "cpu",
