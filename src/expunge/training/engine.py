@@ -126,13 +126,18 @@ def train_population(recipe: Recipe, data: ArrayDataset, members: int | None = N
     batches = MemberBatches(keep_masks, recipe.batch_size, seeds)
     data = data.to(device)
     member_total = torch.tensor(batches.steps, device=device) * recipe.epochs
+    per_epoch = float(sum(len(p) for p in batches.positions)) / len(seeds)
+    single = population.bound(params)  # K = 1: the plain module, no per-step re-parametrisation
     total = batches.max_steps * recipe.epochs
     cost = Cost(members=len(seeds))
     done = 0
     with PeakMemory(device) as peak:
         for _epoch in range(recipe.epochs):
+            cost.example_gradients += per_epoch  # every member sees each of its examples once per epoch
             for batch in batches.epoch(device):
-                outputs = population.forward(data.inputs_at(batch.index), params, per_member_input=True)
+                inputs = data.inputs_at(batch.index)
+                outputs = single(tuple(t[0] for t in inputs)) if single else population.forward(
+                    inputs, params, per_member_input=True)
                 losses = batch.mean(task.loss(outputs, data.y[batch.index]))
                 if recipe.schedule == "constant":
                     lr: float | torch.Tensor = recipe.lr
@@ -140,7 +145,6 @@ def train_population(recipe: Recipe, data: ArrayDataset, members: int | None = N
                     progress_k = (optimizer.steps.float() / member_total).clamp(max=1.0)
                     lr = recipe.lr * recipe.lr_factor(progress_k)
                 optimizer.step(losses, batch.active, lr)
-                cost.example_gradients += batch.examples / len(seeds)
                 done += 1
                 if progress is not None:
                     progress(done, total)

@@ -10,7 +10,7 @@ with the same results.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -151,6 +151,26 @@ class Population:
             outs.append(self._call({k: v[i] for k, v in params.items()}, {k: v[i] for k, v in self.buffers.items()},
                                    own))
         return torch.stack(outs)
+
+    def bound(self, params: Params) -> "Callable[[Inputs], torch.Tensor] | None":
+        """For a population of one: ``inputs -> outputs [1, N, ...]`` with ``params`` installed in a module once.
+
+        Each call then runs the module directly, skipping the re-parametrisation that
+        :meth:`forward` (``functional_call``) does on every call: the same operations, so
+        the same numbers, minus a fixed cost per step that matters for small models. The
+        module holds views of ``params``, so in-place optimiser updates are seen. ``None``
+        for K > 1 or an architecture with tied weights (use :meth:`forward`).
+        """
+        if len(self) != 1 or self._tied:
+            return None
+        module = _materialize(self.template, self.device)
+        for name, tensor in params.items():
+            owner, _, leaf = name.rpartition(".")
+            module.get_submodule(owner)._parameters[leaf] = tensor[0]
+        for name, tensor in self.buffers.items():
+            owner, _, leaf = name.rpartition(".")
+            module.get_submodule(owner)._buffers[leaf] = tensor[0]
+        return lambda inputs: module(*inputs).unsqueeze(0)
 
     @torch.no_grad()
     def predict(self, x: Inputs | torch.Tensor, chunk: int = 4096) -> torch.Tensor:
