@@ -33,10 +33,14 @@ class StackedTraining:
         self.optimizer = PopulationOptimizer(self.params, optimizer, lr, momentum, weight_decay,
                                              update_masks=update_masks)
         self._steps = 0
+        self._single = self.population.bound(self.params)  # K = 1: a user's model, run without re-parametrising
 
     def outputs(self, index: torch.Tensor) -> torch.Tensor:
         """Outputs ``[K, B, C]`` of the current parameters on per-member batch positions ``[K, B]``."""
-        return self.population.forward(self.task.inputs(index), self.params, per_member_input=True)
+        inputs = self.task.inputs(index)
+        if self._single is not None:
+            return self._single(tuple(t[0] for t in inputs))
+        return self.population.forward(inputs, self.params, per_member_input=True)
 
     def task_loss(self, batch: Batch, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Per-member mean task loss ``[K]`` of the batch (labels default to the true ones)."""
