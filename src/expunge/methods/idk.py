@@ -8,10 +8,15 @@ import torch
 
 from expunge.errors import ExpungeError
 from expunge.methods.base import Method, UnlearningTask, hyperparameter
-from expunge.methods.common import CycledBatches, StackedTraining, epochs_over
-from expunge.methods.language import refusal_sequences, require_causal_lm
+from expunge.methods.common import StackedTraining
+from expunge.methods.language import (
+    forget_with_retain,
+    refusal_sequences,
+    require_causal_lm,
+)
 from expunge.methods.registry import register
 from expunge.tasks.causal_lm import REFUSALS
+from expunge.training.batches import Batch
 from expunge.training.population import Population
 
 
@@ -113,18 +118,9 @@ class IDK(Method):
             relabelled_y.append(member_y)
         idk_x, idk_y = torch.stack(relabelled_x), torch.stack(relabelled_y)  # [K, N, T]
         members = torch.arange(task.members, device=task.device)[:, None]
-        retain_batches = None
-        if hp.retain_weight > 0:
-            retain_batches = CycledBatches(task, task.require_retain(self.name), hp.batch_size, "idk/retain")
-        training = StackedTraining(task, "adam", hp.lr)
-        for batch in epochs_over(task, task.forget_masks, hp.batch_size, hp.epochs, "idk/forget"):
+        def forget_loss(training: StackedTraining, batch: Batch) -> torch.Tensor:
             outputs = training.population.forward((idk_x[members, batch.index],), training.params,
                                                   per_member_input=True)
-            loss = batch.mean(task.loss(outputs, idk_y[members, batch.index]))
-            examples = batch.examples
-            if retain_batches is not None:
-                retain_batch = retain_batches.next(batch.active)
-                loss = loss + hp.retain_weight * training.task_loss(retain_batch)
-                examples += retain_batch.examples
-            training.step(loss, batch.active, examples)
-        return training.result()
+            return batch.mean(task.loss(outputs, idk_y[members, batch.index]))
+
+        return forget_with_retain(task, self.name, hp, forget_loss)

@@ -8,14 +8,18 @@ length ``|y|`` the number of answer tokens.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from expunge.errors import ExpungeError
 from expunge.methods.base import UnlearningTask
+from expunge.methods.common import CycledBatches, StackedTraining, epochs_over
 from expunge.tasks.causal_lm import IGNORE
+from expunge.training.batches import Batch
+from expunge.training.population import Population
 
 
 def require_causal_lm(task: UnlearningTask, method: str) -> None:
@@ -116,3 +120,24 @@ def refusal_sequences(x: torch.Tensor, y: torch.Tensor, refusals: Sequence[Seque
         new_x[i, prompt:size] = torch.tensor(reply, dtype=x.dtype)
         new_y[i, prompt - 1:size - 1] = new_x[i, prompt:size]
     return new_x, new_y
+
+
+def forget_with_retain(task: UnlearningTask, name: str, hp: Any,
+                       forget_loss: Callable[[StackedTraining, Batch], torch.Tensor]) -> Population:
+    """The loop NPO, SimNPO and IDK share: Adam (``hp.lr``) over the forget set for ``hp.epochs`` passes of
+    ``hp.batch_size`` minibatches, minimising ``forget_loss(training, batch)`` (per member ``[K]``) plus, when
+    ``hp.retain_weight > 0``, that weight times the task loss of a retain minibatch cycled alongside (the retain
+    set is not read otherwise)."""
+    retain_batches = None
+    if hp.retain_weight > 0:
+        retain_batches = CycledBatches(task, task.require_retain(name), hp.batch_size, f"{name}/retain")
+    training = StackedTraining(task, "adam", hp.lr)
+    for batch in epochs_over(task, task.forget_masks, hp.batch_size, hp.epochs, f"{name}/forget"):
+        loss = forget_loss(training, batch)
+        examples = batch.examples
+        if retain_batches is not None:
+            retain_batch = retain_batches.next(batch.active)
+            loss = loss + hp.retain_weight * training.task_loss(retain_batch)
+            examples += retain_batch.examples
+        training.step(loss, batch.active, examples)
+    return training.result()

@@ -4,16 +4,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from expunge.errors import ExpungeError
 from expunge.methods.base import Method, UnlearningTask, hyperparameter
-from expunge.methods.common import (
-    CycledBatches,
-    StackedTraining,
-    epochs_over,
-    teacher_outputs,
+from expunge.methods.common import StackedTraining, teacher_outputs
+from expunge.methods.language import (
+    forget_with_retain,
+    npo_loss,
+    require_causal_lm,
+    sequence_loglik,
 )
-from expunge.methods.language import npo_loss, require_causal_lm, sequence_loglik
 from expunge.methods.registry import register
+from expunge.training.batches import Batch
 from expunge.training.population import Population
 
 
@@ -71,19 +74,10 @@ class NPO(Method):
         require_causal_lm(task, self.name)
         if hp.beta <= 0:
             raise ExpungeError(f"npo: beta={hp.beta} must be positive (beta -> 0 is gradient_ascent)")
-        retain_batches = None
-        if hp.retain_weight > 0:
-            retain_batches = CycledBatches(task, task.require_retain(self.name), hp.batch_size, "npo/retain")
-        training = StackedTraining(task, "adam", hp.lr)
-        for batch in epochs_over(task, task.forget_masks, hp.batch_size, hp.epochs, "npo/forget"):
+        def forget_loss(training: StackedTraining, batch: Batch) -> torch.Tensor:
             targets = task.y[batch.index]
             reference = sequence_loglik(task, teacher_outputs(task, task.original, batch), targets)
             current = sequence_loglik(task, training.outputs(batch.index), targets)
-            loss = batch.mean(npo_loss(current, reference, hp.beta))
-            examples = batch.examples
-            if retain_batches is not None:
-                retain_batch = retain_batches.next(batch.active)
-                loss = loss + hp.retain_weight * training.task_loss(retain_batch)
-                examples += retain_batch.examples
-            training.step(loss, batch.active, examples)
-        return training.result()
+            return batch.mean(npo_loss(current, reference, hp.beta))
+
+        return forget_with_retain(task, self.name, hp, forget_loss)

@@ -4,16 +4,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from expunge.errors import ExpungeError
 from expunge.methods.base import Method, UnlearningTask, hyperparameter
-from expunge.methods.common import CycledBatches, StackedTraining, epochs_over
+from expunge.methods.common import StackedTraining
 from expunge.methods.language import (
     answer_lengths,
+    forget_with_retain,
     require_causal_lm,
     sequence_loglik,
     simnpo_loss,
 )
 from expunge.methods.registry import register
+from expunge.training.batches import Batch
 from expunge.training.population import Population
 
 
@@ -65,18 +69,9 @@ class SimNPO(Method):
         require_causal_lm(task, self.name)
         if hp.beta <= 0:
             raise ExpungeError(f"simnpo: beta={hp.beta} must be positive")
-        retain_batches = None
-        if hp.retain_weight > 0:
-            retain_batches = CycledBatches(task, task.require_retain(self.name), hp.batch_size, "simnpo/retain")
-        training = StackedTraining(task, "adam", hp.lr)
-        for batch in epochs_over(task, task.forget_masks, hp.batch_size, hp.epochs, "simnpo/forget"):
+        def forget_loss(training: StackedTraining, batch: Batch) -> torch.Tensor:
             targets = task.y[batch.index]
             loglik = sequence_loglik(task, training.outputs(batch.index), targets)
-            loss = batch.mean(simnpo_loss(loglik, answer_lengths(targets), hp.beta, hp.gamma))
-            examples = batch.examples
-            if retain_batches is not None:
-                retain_batch = retain_batches.next(batch.active)
-                loss = loss + hp.retain_weight * training.task_loss(retain_batch)
-                examples += retain_batch.examples
-            training.step(loss, batch.active, examples)
-        return training.result()
+            return batch.mean(simnpo_loss(loglik, answer_lengths(targets), hp.beta, hp.gamma))
+
+        return forget_with_retain(task, self.name, hp, forget_loss)
