@@ -72,8 +72,9 @@ def _population_save(model: Any, path: Path) -> None:
     if model.spec is None:
         raise ExpungeError("a model folder holds built-in architectures only (a user nn.Module cannot be rebuilt "
                            "from a file without pickle); use the Python API with your module instead")
-    tensors = {f"params.{k}": v.detach().cpu().contiguous() for k, v in model.params.items()}
-    tensors |= {f"buffers.{k}": v.detach().cpu().contiguous() for k, v in model.buffers.items()}
+    from expunge.training.store import population_tensors
+
+    tensors = population_tensors(model)
     meta = {"expunge": json.dumps({"kind": "model", "spec": model.spec.to_json(), "seeds": model.seeds,
                                    "info": model.info}, sort_keys=True)}
     save_file(tensors, str(path), metadata=meta)
@@ -85,6 +86,7 @@ def _population_load(path: Path) -> Any:
 
     from expunge.models.registry import ModelSpec, build_model
     from expunge.training.population import Population
+    from expunge.training.store import split_population_tensors
 
     try:
         with safe_open(str(path), "pt") as handle:
@@ -93,8 +95,7 @@ def _population_load(path: Path) -> Any:
     except Exception as error:  # noqa: BLE001 - any unreadable file gets one line
         raise ExpungeError(f"{path} is not an expunge model state ({type(error).__name__})") from None
     spec = ModelSpec.from_json(meta["spec"])
-    params = {k[len("params."):]: v for k, v in tensors.items() if k.startswith("params.")}
-    buffers = {k[len("buffers."):]: v for k, v in tensors.items() if k.startswith("buffers.")}
+    params, buffers = split_population_tensors(tensors)
     return Population(build_model(spec), params, buffers, meta["seeds"], spec, meta["info"])
 
 

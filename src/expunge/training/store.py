@@ -41,14 +41,28 @@ def default_home() -> Path:
     return Path(os.environ.get("EXPUNGE_HOME") or Path.home() / ".cache" / "expunge")
 
 
+def population_tensors(population: Population) -> dict[str, torch.Tensor]:
+    """A population's stacked parameters and buffers as flat, CPU, contiguous tensors (``params.*``, ``buffers.*``)."""
+    tensors = {f"params.{k}": v.detach().cpu().contiguous() for k, v in population.params.items()}
+    tensors |= {f"buffers.{k}": v.detach().cpu().contiguous() for k, v in population.buffers.items()}
+    return tensors
+
+
+def split_population_tensors(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
+                                                                          dict[str, torch.Tensor]]:
+    """The inverse of :func:`population_tensors`: ``(params, buffers)``."""
+    params = {k[len("params."):]: v for k, v in tensors.items() if k.startswith("params.")}
+    buffers = {k[len("buffers."):]: v for k, v in tensors.items() if k.startswith("buffers.")}
+    return params, buffers
+
+
 def save_population(population: Population, path: str | Path, cost: Cost | None = None,
                     extra: dict[str, Any] | None = None) -> Path:
     """Write ``path`` (``.safetensors``) and its sidecar ``path.json`` atomically."""
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path.with_suffix(".safetensors")
-    tensors = {f"params.{k}": v.detach().cpu().contiguous() for k, v in population.params.items()}
-    tensors |= {f"buffers.{k}": v.detach().cpu().contiguous() for k, v in population.buffers.items()}
+    tensors = population_tensors(population)
     sidecar = {
         "format": FORMAT_VERSION, "members": len(population), "seeds": population.seeds,
         "spec": population.spec.to_json() if population.spec is not None else None,
@@ -81,8 +95,7 @@ def load_population(path: str | Path, model: nn.Module | None = None,
             raise ExpungeError(f"{path} holds a user model: pass model=<your nn.Module> to load it")
         model = build_model(spec)
     tensors = load_file(str(path), device=str(device))
-    params = {k[len("params."):]: v for k, v in tensors.items() if k.startswith("params.")}
-    buffers = {k[len("buffers."):]: v for k, v in tensors.items() if k.startswith("buffers.")}
+    params, buffers = split_population_tensors(tensors)
     expected = {name for name, _ in model.named_parameters()}
     if set(params) != expected:
         raise ExpungeError(f"{path} does not match the model: parameters differ ({sorted(set(params) ^ expected)[:4]})")
