@@ -405,3 +405,28 @@ def test_cli_bench_bad_grid_and_audit_with_user_model_and_recipe(tmp_path, monke
     assert report["scenario"]["recipe"]["epochs"] == 2 and report["scenario"]["recipe"]["lr"] == 0.003
     result = CliRunner().invoke(app, ["audit", "--dataset", "wine", "--data-root", str(tmp_path)])
     assert result.exit_code == 2 and "--data-root is the CIFAR-10 folder" in result.output
+
+
+def test_a_tuned_cell_runs_with_the_tuned_values_and_is_cached(tmp_path):
+    """``tuned = true``: expunge.tune picks the values on the validation world, the cell audits with them,
+    the store records what was asked ({"tuned": ...}) and what was used, and a rerun recomputes nothing."""
+    from expunge.bench.grid import build_scenario
+    from expunge.bench.tune import tune
+
+    grid = Grid.from_dict({"name": "tuned", "datasets": ["wine"], "forget": ["random:0.1"], "seeds": [0],
+                           "members": [2], "metrics": ["accuracy"], "recipe": {"epochs": 2},
+                           "methods": [{"name": "finetune", "tuned": True, "trials": 2, "tune_members": 2,
+                                        "budget": 0.5}]})
+    cell, = grid.cells()
+    assert cell.method.spec == {"tuned": {"trials": 2, "members": 2, "budget": 0.5}}
+    with ResultsStore(tmp_path / "r.sqlite") as store:
+        run = run_grid(grid, store)
+        assert run.failed == 0, run.failures
+        stored, = store.cells()
+        assert stored["label"] == "finetune[tuned]" and stored["hyperparameters"] == cell.method.spec
+        # the values used are the tuner's choice (its study is stored, so asking again gives the same answer)
+        expected = tune(build_scenario(cell), "finetune", trials=2, members=2, budget=0.5, seed=0).hyperparameters
+        used = stored["hyperparameters_used"]
+        assert {k: used[k] for k in expected} == pytest.approx(dict(expected))
+        again = run_grid(grid, store)
+        assert again.cached == 1 and again.failed == 0 and len(store.cells()) == 1
