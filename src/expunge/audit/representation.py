@@ -223,6 +223,11 @@ class KNNProbe(Metric):
     needs = frozenset({"features", "correct"})
     rows = (Row("knn_probe", "forget", "k-NN forget accuracy", "%", digits=1, closeness=Closeness("band", 2.0, 1.0)),)
 
+    def applicable(self, statistics: tuple[str, ...], categorical: bool) -> str | None:
+        if not categorical:  # the probe predicts one class label per example
+            return "needs one class label per example, which this task does not have"
+        return super().applicable(statistics, categorical)
+
     def measure(self, candidate, context) -> dict[str, Measurement]:
         evidence, data = candidate.evidence, context.data
         _, reference_labels = data.examples("retain_sample")

@@ -27,7 +27,7 @@ class Original(Method):
     forgets = False
     needs_labels = False
     forget_sets = ("random", "class", "subclass")  # the reference point of every scenario
-    tasks = ("classification", "regression")
+    tasks = ("classification", "regression", "causal_lm")
 
     def run(self, task: UnlearningTask, hp: Any) -> Population:
         return task.original.clone()

@@ -30,7 +30,7 @@ class Retrain(Method):
     kind = "reference"
     needs_retain = True
     forget_sets = ("random", "class", "subclass")  # exact for any forget set
-    tasks = ("classification", "regression")
+    tasks = ("classification", "regression", "causal_lm")
 
     @dataclass(frozen=True)
     class Hyperparameters:

@@ -16,7 +16,15 @@ Per example, over its answer tokens ``A`` (``<eos>`` included):
 - ``sequence_loglik``: ``sum_{t in A} log p(y_t)``, the answer's log-likelihood given
   the question (definition id ``sequence_loglik@sum-answer-token-logprob``);
 - ``correct``: 1.0 when every answer token is the arg-max (first on ties) under
-  teacher forcing (exact match of the greedy answer given the true prefix), else 0.0.
+  teacher forcing (exact match of the greedy answer given the true prefix), else 0.0;
+- ``phi``: the mean over answer tokens of the token's logit-scaled confidence
+  ``log p(y_t) - log(1 - p(y_t))`` (METRICS.md's phi, one token at a time, averaged over
+  the answer; definition id ``phi@mean-answer-token-log-odds``): the per-sequence score
+  that U-LiRA and the competition score (with its attacks) compare between populations;
+- ``margin``: the answer's log-likelihood ``sequence_loglik`` (definition id
+  ``margin@sum-answer-token-logprob``): KLoM on language models is KLoM of answer
+  log-likelihoods. (As for regression, METRICS.md defines phi and margin for softmax
+  outputs over classes; these are their per-sequence counterparts.)
 """
 from __future__ import annotations
 
@@ -44,7 +52,7 @@ class CausalLM(Task):
     """Next-token logits ``[K, B, T, V]``, shifted targets ``[B, T]`` with ``-100`` outside the answer."""
 
     name = "causal_lm"
-    statistics_provided = ("loss", "sequence_loglik", "correct")
+    statistics_provided = ("loss", "sequence_loglik", "correct", "phi", "margin")
 
     def output_width(self, num_classes: int | None) -> int:
         return int(num_classes or 0)
@@ -84,7 +92,11 @@ class CausalLM(Task):
         log_p = torch.log_softmax(z, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         loglik = (log_p * scored).sum(-1)
         right = (z.argmax(-1) == targets) | ~scored
-        return {"loss": -loglik / count, "sequence_loglik": loglik, "correct": right.all(-1).double()}
+        # log(1 - p) from the log-probability, stable where p rounds to 1 (log1p(-exp(log p)) in float64)
+        log_rest = torch.log1p(-torch.exp(log_p).clamp(max=1.0 - 1e-16))
+        phi = ((log_p - log_rest) * scored).sum(-1) / count
+        return {"loss": -loglik / count, "sequence_loglik": loglik, "correct": right.all(-1).double(),
+                "phi": phi, "margin": loglik}
 
 
 TASKS.register(CausalLM())
