@@ -105,7 +105,7 @@ def tiny():
 # Hyperparameters: the defaults, except gradient_ascent (its defaults are tuned for classification: SGD lr 0.002
 # barely moves a language model). finetune is not here: it never looks at the forget set and does not forget an
 # author's facts (its docstring gives the figures).
-SETTINGS = {"gradient_ascent": {"lr": 0.004}}
+SETTINGS = {"gradient_ascent": {"lr": 0.006}}
 
 
 @pytest.mark.parametrize("method", ["gradient_ascent", "grad_diff", "idk", "npo", "rmu", "simnpo"])

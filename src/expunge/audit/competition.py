@@ -658,7 +658,13 @@ class CompetitionScore(Metric):
         from expunge.audit.accuracy import member_accuracy
 
         _, quality, n = _epsilons_and_quality(candidate, context)
+        details: dict[str, Any] = {"ceiling": quality.ceiling}
+        ta_u, ta_o = member_accuracy(candidate.evidence, "test"), member_accuracy(context.oracle, "test")
+        if float(np.mean(ta_o)) == 0.0:
+            # Nothing in the test split can be right without training on it (a language model's unseen authors):
+            # the test factor is undefined, so the score is F x retain factor, and the row says so.
+            ta_u = ta_o = np.ones(1)
+            details["test_factor"] = "omitted: the oracle's test accuracy is 0 (nothing to normalise by)"
         score = competition_score(quality.F, member_accuracy(candidate.evidence, "retain"),
-                                  member_accuracy(context.oracle, "retain"),
-                                  member_accuracy(candidate.evidence, "test"), member_accuracy(context.oracle, "test"))
-        return {"competition_score/forget": Measurement(score, None, n, {"ceiling": quality.ceiling})}
+                                  member_accuracy(context.oracle, "retain"), ta_u, ta_o)
+        return {"competition_score/forget": Measurement(score, None, n, details)}

@@ -8,11 +8,15 @@ The corpus is generated from templates and a seed; nothing is downloaded:
 
 - ``num_authors`` authors (names from a syllable generator, unique), each with
   ``facts_per_author`` question-answer facts (birthplace, birth year, genre, parents'
-  jobs, books, awards, ...). These are the training set; an author's facts are
-  example IDs ``author * facts_per_author + fact``.
+  jobs, books, awards, ...); an author's facts are example IDs
+  ``author * facts_per_author + fact``.
+- ``world_facts`` facts about a fixed invented world (countries, capitals, rivers, ...)
+  that does not depend on ``seed``, group ``-1``. They are in the training set and no
+  author rule ever selects them: they are always retained, so a method's collateral
+  damage shows on them (TOFU's "world facts" utility, which a pre-trained LLM knows).
+- The training set: the authors' facts, then the world facts.
 - The test set: ``unseen_authors`` more authors generated the same way (never trained
-  on: a model can only guess their facts) and ``world_facts`` facts about a fixed
-  invented world (countries, capitals, rivers, ...) that does not depend on ``seed``.
+  on: a model can only guess their facts).
 - For every question a *paraphrased* correct answer and ``perturbed`` wrong but
   plausible answers (the same template with another value), kept in a side table
   (:class:`AuthorsCorpus`, ``split.info["corpus"]``) keyed by example ID, for the TOFU
@@ -397,8 +401,8 @@ def _load_fictitious_authors(num_authors: int = 200, facts_per_author: int = MAX
                            "(one fact per template)")
     unseen_authors = _check_int(name, "unseen_authors", unseen_authors, 0)
     world_facts = _check_int(name, "world_facts", world_facts, 0)
-    if unseen_authors + world_facts == 0:
-        raise ExpungeError(f"{name}: the test set needs unseen_authors > 0 or world_facts > 0")
+    if unseen_authors == 0:
+        raise ExpungeError(f"{name}: the test set needs unseen_authors > 0 (the facts no model was trained on)")
     perturbed = _check_int(name, "perturbed", perturbed, 1)
     context = _check_int(name, "context", context, 8)
     seed = _check_int(name, "seed", seed, 0)
@@ -429,8 +433,8 @@ def _load_fictitious_authors(num_authors: int = 200, facts_per_author: int = MAX
     info = {"dataset": name, "source": "generated from templates", "kwargs": kwargs, "corpus": corpus,
             "tokenizer_fingerprint": tokenizer.fingerprint, "vocab_size": tokenizer.vocab_size,
             "sequence_length": length}
-    return Split(name, _as_dataset(train_facts, tokenizer, length, context),
-                 _as_dataset(unseen + world, tokenizer, length, context), info)
+    return Split(name, _as_dataset(train_facts + world, tokenizer, length, context),
+                 _as_dataset(unseen, tokenizer, length, context), info)
 
 
 def authors_corpus(split: Split) -> AuthorsCorpus:
