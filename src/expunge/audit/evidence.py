@@ -41,10 +41,13 @@ class AuditData:
     forget_positions: torch.Tensor
     retain_positions: torch.Tensor
     retain_sample: torch.Tensor  # a fixed sample of retain positions for per-example statistics
+    # The split's side table of answer variants (fictitious_authors' AuthorsCorpus: paraphrased and perturbed
+    # answers, the tokenizer), which the TOFU metrics read; None for data without one.
+    corpus: Any = None
 
     @classmethod
     def build(cls, train: ArrayDataset, test: ArrayDataset, forget_mask: torch.Tensor,
-              retain_sample_size: int = 1000, seed: int = 0) -> "AuditData":
+              retain_sample_size: int = 1000, seed: int = 0, corpus: Any = None) -> "AuditData":
         forget = torch.nonzero(forget_mask).flatten()
         retain = torch.nonzero(~forget_mask).flatten()
         if len(forget) < MIN_FORGET:
@@ -52,7 +55,7 @@ class AuditData:
                                f"(eps histogram, KLoM P95) need at least {MIN_FORGET}")
         g = torch.Generator().manual_seed(seed)
         sample = retain[torch.randperm(len(retain), generator=g)[:retain_sample_size]].sort().values
-        return cls(train, test, forget, retain, sample)
+        return cls(train, test, forget, retain, sample, corpus)
 
     @property
     def task(self) -> Task:

@@ -130,7 +130,8 @@ def run_audit(scenario: Scenario, method: str | list[str] | dict[str, dict] = "f
         METRICS.get(name)  # fail fast on unknown metric names, before any training
     shadow_members = max(members, MIN_SHADOWS) if shadow_members is None else shadow_members
     _check_sizes(members, shadow_members)
-    data = AuditData.build(scenario.split.train, scenario.split.test, scenario.forget_mask, retain_sample, seed)
+    data = AuditData.build(scenario.split.train, scenario.split.test, scenario.forget_mask, retain_sample, seed,
+                           scenario.split.info.get("corpus"))
     plan = plan_audit(scenario, methods, members, shadow_members, seed)
     start = time.perf_counter()
 

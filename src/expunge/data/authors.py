@@ -18,7 +18,7 @@ The corpus is generated from templates and a seed; nothing is downloaded:
 - The test set: ``unseen_authors`` more authors generated the same way (never trained
   on: a model can only guess their facts).
 - For every question a *paraphrased* correct answer and ``perturbed`` wrong but
-  plausible answers (the same template with another value), kept in a side table
+  plausible answers (the paraphrase with another value), kept in a side table
   (:class:`AuthorsCorpus`, ``split.info["corpus"]``) keyed by example ID, for the TOFU
   metrics.
 
@@ -122,7 +122,9 @@ class Fact:
 
 # One template per kind of fact: the question, the answer and its paraphrase (``{v}`` is the value),
 # and the pool wrong values are drawn from. Values of a kind come from its pool, so a perturbed
-# answer is the same sentence with another value from that pool.
+# answer is the paraphrase with another value from that pool (as TOFU's perturbed answers keep the
+# paraphrased answer's wording): the truth ratio then compares sentences of one wording that differ
+# only in the fact, never the wording the model was trained on with one it was not.
 _AUTHOR_TEMPLATES: tuple[tuple[str, str, str, str, str], ...] = (
     # kind, question, answer, paraphrased answer, pool
     ("birthplace", "Where was {n} born?", "{n} was born in {v}.", "{v} is the birthplace of {n}.", "city"),
@@ -200,7 +202,7 @@ def _fact(template: tuple[str, str, str, str, str], subject: str, value: str, wr
           fact_id: int, group: int) -> Fact:
     kind, question, answer, paraphrased, _pool = template
     return Fact(fact_id, group, kind, question.format(n=subject), answer.format(n=subject, v=value),
-                paraphrased.format(n=subject, v=value), tuple(answer.format(n=subject, v=w) for w in wrong))
+                paraphrased.format(n=subject, v=value), tuple(paraphrased.format(n=subject, v=w) for w in wrong))
 
 
 def _world_facts(count: int, perturbed: int, first_id: int) -> list[Fact]:

@@ -1,0 +1,135 @@
+"""TOFU's statistics on a population of language models (shared by the TOFU metrics).
+
+After TOFU (Maini et al., "TOFU: A Task of Fictitious Unlearning for LLMs", 2024) and its
+released evaluation code, per question ``q`` with answer ``a``, paraphrased answer ``a~``
+and perturbed (wrong) answers ``a^_1..a^_P``, every loss below being the mean
+next-token cross-entropy over the answer's tokens (the ``causal_lm`` task's ``loss``,
+so ``exp(-loss) = P(a|q)^(1/|a|)``, the length-normalised probability):
+
+- **truth statistic** ``x = exp(mean_j loss(a^_j) - loss(a~))``: the paraphrase's
+  normalised probability over the geometric mean of the perturbed answers'. TOFU's truth
+  ratio ``R_truth`` is ``1 / x``;
+- **truth ratio** as TOFU reports it: on the forget set ``mean_q min(x, 1/x)``; on retained
+  facts ``mean_q max(0, 1 - 1/x)`` (higher: the model prefers the truth);
+- **answer probability**: on the forget and retain sets ``mean_q exp(-loss(a))``; on world
+  facts normalised over the options, ``mean_q exp(-loss(a)) / (exp(-loss(a)) + sum_j
+  exp(-loss(a^_j)))``;
+- **ROUGE-L recall** of the greedy answer against ``a`` (``rouge-score``, ``rougeL``,
+  stemming on, recall), mean over questions.
+
+Each is computed per member (``[K]``); the metric modules turn them into rows:
+``truth_ratio``, ``forget_quality``, ``model_utility``, ``rouge_l``.
+
+Question sets: ``forget`` (every forget example), ``retain`` (up to
+:data:`RETAIN_QUESTIONS` of the audit's retain sample that belong to an author) and
+``world`` (the world facts: retain examples of group ``-1``, always trained on).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from expunge.errors import ExpungeError
+
+if TYPE_CHECKING:
+    from expunge.audit.evidence import AuditData, Evidence
+
+RETAIN_QUESTIONS = 200  # retained author questions per audit (TOFU evaluates a few hundred)
+WORLD_GROUP = -1
+QUESTION_SETS = ("forget", "retain", "world")
+
+
+def has_answer_variants(data: "AuditData") -> bool:
+    """Whether the audit's data carries paraphrased and perturbed answers (a corpus side table)."""
+    return data.corpus is not None and hasattr(data.corpus, "variant")
+
+
+def question_positions(data: "AuditData", which: str) -> torch.Tensor:
+    """Training-set positions of a question set (see the module docstring)."""
+    groups = data.train.groups
+    if which == "forget":
+        return data.forget_positions
+    if groups is None:
+        raise ExpungeError("the TOFU metrics need examples that name their author (ArrayDataset.groups)")
+    if which == "retain":
+        sample = data.retain_sample
+        return sample[groups[sample] != WORLD_GROUP][:RETAIN_QUESTIONS]
+    if which == "world":
+        retain = data.retain_positions
+        return retain[groups[retain] == WORLD_GROUP]
+    raise ExpungeError(f"unknown question set {which!r}; use one of {', '.join(QUESTION_SETS)}")
+
+
+def _losses(evidence: "Evidence", dataset) -> np.ndarray:
+    """Per-member, per-question answer loss ``[K, n]`` (mean token cross-entropy over the answer)."""
+    outputs = evidence.population.predict(dataset.inputs)
+    return evidence.task.statistics(outputs, dataset.y.to(outputs.device))["loss"].cpu().numpy()
+
+
+def answer_losses(evidence: "Evidence", which: str) -> dict[str, np.ndarray]:
+    """Losses of the true, paraphrased and perturbed answers: ``answer`` and ``paraphrased`` ``[K, n]``,
+    ``perturbed`` ``[K, n, P]``. Cached per population and question set."""
+    def compute() -> dict[str, np.ndarray]:
+        data = evidence.data
+        corpus = data.corpus
+        questions = data.train.subset(question_positions(data, which))
+        if len(questions) == 0:
+            return {}
+        count = min(len(corpus.fact(int(i)).perturbed) for i in questions.ids.tolist())
+        return {"answer": _losses(evidence, questions),
+                "paraphrased": _losses(evidence, corpus.variant(questions, "paraphrased")),
+                "perturbed": np.stack([_losses(evidence, corpus.variant(questions, f"perturbed:{j}"))
+                                       for j in range(count)], axis=-1)}
+
+    return evidence.cached(("tofu_losses", which), compute)
+
+
+def truth_statistic(losses: dict[str, np.ndarray]) -> np.ndarray:
+    """``x = exp(mean_j loss(perturbed_j) - loss(paraphrased))`` per member and question ``[K, n]``."""
+    return np.exp(losses["perturbed"].mean(-1) - losses["paraphrased"])
+
+
+def truth_ratio_score(x: np.ndarray, forget: bool) -> np.ndarray:
+    """TOFU's reported truth ratio per member ``[K]``: forget ``mean min(x, 1/x)``, else ``mean max(0, 1 - 1/x)``."""
+    if forget:
+        return np.minimum(x, 1.0 / x).mean(-1)
+    return np.maximum(0.0, 1.0 - 1.0 / x).mean(-1)
+
+
+def answer_probability(losses: dict[str, np.ndarray], normalised: bool) -> np.ndarray:
+    """Mean answer probability per member ``[K]``; ``normalised``: over the true and perturbed answers."""
+    true = np.exp(-losses["answer"])
+    if not normalised:
+        return true.mean(-1)
+    return (true / (true + np.exp(-losses["perturbed"]).sum(-1))).mean(-1)
+
+
+def rouge_l_recall(evidence: "Evidence", which: str) -> np.ndarray:
+    """Mean ROUGE-L recall of each member's greedy answers against the true answers ``[K]`` (cached)."""
+    def compute() -> np.ndarray:
+        from rouge_score import rouge_scorer
+
+        from expunge.training.generate import greedy_answers
+
+        data = evidence.data
+        corpus = data.corpus
+        questions = data.train.subset(question_positions(data, which))
+        tokenizer = corpus.tokenizer
+        answers = greedy_answers(evidence.population, questions, tokenizer.eos_id)
+        truths = [corpus.fact(int(i)).answer for i in questions.ids.tolist()]
+        scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+        return np.array([np.mean([scorer.score(truth, tokenizer.decode(answer))["rougeL"].recall
+                                  for truth, answer in zip(truths, member)]) for member in answers])
+
+    return evidence.cached(("tofu_rouge", which), compute)
+
+
+def per_member_ks(mine: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Two-sample KS p-values between member k's and reference member k's values, ``[min(K, K')]``."""
+    from scipy.stats import ks_2samp
+
+    pairs = min(len(mine), len(reference))
+    return np.array([ks_2samp(mine[k], reference[k]).pvalue for k in range(pairs)])
+
