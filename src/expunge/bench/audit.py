@@ -197,6 +197,13 @@ def run_audit(scenario: Scenario, method: str | list[str] | dict[str, dict] = "f
         rows += assessment.rows
         entry["plots"] = [p.to_json() for p in assessment.plots]
         entry["notes"] += assessment.notes
+    generations = []
+    if data.corpus is not None:  # a language model's audit: a few forget questions answered before and after
+        from expunge.bench.generations import example_generations
+
+        answering = {"original": built["original"][0]}
+        answering |= {name: result[0] for name, result in unlearned.items() if name != "original"}
+        generations = example_generations(data, answering | {"oracle": built["oracle"][0]})
     for name, entry in entries.items():
         cls, text = verdict([r for r in rows if r.method == name], entry["status"], entry.get("error"))
         entry["verdict"] = {"class": cls, "text": text}
@@ -223,7 +230,7 @@ def run_audit(scenario: Scenario, method: str | list[str] | dict[str, dict] = "f
         "metrics": assessor.describe(),
         "methods": [entries[name] for name in methods],
         "results": rows,
-    })
+    } | ({"generations": generations} if generations else {}))
 
 
 def _unlearn(plan: AuditPlan, executor: Executor, name: str, original: Population,

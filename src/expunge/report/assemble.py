@@ -122,6 +122,21 @@ class FrontierPoint(NamedTuple):
 
 
 @dataclass(frozen=True)
+class Generation:
+    """One forget question: the true answer and each population's greedy answer (member 0)."""
+
+    question: str
+    truth: str
+    answers: tuple[Fact, ...]  # (population, answer)
+
+
+def _generations(report: Mapping[str, Any]) -> tuple[Generation, ...]:
+    return tuple(Generation(_text(g.get("question")), _text(g.get("truth")),
+                            tuple(Fact(_text(k), _text(v)) for k, v in _mapping(g.get("answers")).items()))
+                 for g in _list(report.get("generations")) if isinstance(g, Mapping))
+
+
+@dataclass(frozen=True)
 class Rule:
     label: str
     rule: str
@@ -155,6 +170,7 @@ class ReportView:
     cost_bars: tuple[CostBar, ...]
     cost_definitions: tuple[str, ...]
     frontier: tuple[FrontierPoint, ...] = ()
+    generations: tuple[Generation, ...] = ()  # language models: forget questions answered before and after
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -548,4 +564,4 @@ def assemble(report: Mapping[str, Any]) -> ReportView:
         low_resolution=_low_resolution(report, rows), scenario=scenario, run=run,
         populations=_populations(report), columns=columns, methods=methods, floors=_floors(rows), rules=rules,
         definitions=definitions, not_applicable=not_applicable, cost_bars=_cost_bars(methods, rows), frontier=_frontier(methods, rows),
-        cost_definitions=cost_definitions)
+        cost_definitions=cost_definitions, generations=_generations(report))

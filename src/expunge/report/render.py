@@ -218,6 +218,24 @@ def _not_applicable(view: ReportView) -> str:
             f"</thead><tbody>{body}</tbody></table>")
 
 
+def _generations(view: ReportView) -> str:
+    if not view.generations:
+        return ""
+    names = list(dict.fromkeys(f.label for g in view.generations for f in g.answers))
+    head = "".join(f'<th scope="col">{esc(n)}</th>' for n in names)
+    body = ""
+    for g in view.generations:
+        answers = {f.label: f.text for f in g.answers}
+        cells = "".join(f"<td>{esc(answers.get(n, DASH))}</td>" for n in names)
+        body += f'<tr><th scope="row">{esc(g.question)}</th><td>{esc(g.truth)}</td>{cells}</tr>'
+    return ('<section id="generations-section"><h2>Example generations (forget questions)</h2>'
+            "<p>Greedy answers of member 0 of each population to the first forget questions: the original "
+            "model knows them, the retrained oracle never saw them; an unlearned model should answer like the "
+            "oracle (wrong, but fluent), not with the original's facts or with noise.</p>"
+            f'<table id="generations"><thead><tr><th scope="col">Question</th><th scope="col">True answer</th>{head}'
+            f"</tr></thead><tbody>{body}</tbody></table></section>")
+
+
 def _definitions(view: ReportView) -> str:
     body = "".join(f'<tr><th scope="row"><code>{esc(f.label)}</code></th><td>{esc(f.text)}</td></tr>'
                    for f in view.definitions) or f'<tr><td colspan="2">{DASH}</td></tr>'
@@ -303,6 +321,7 @@ def page(view: ReportView) -> str:
 <section id="summary-section"><h2>Summary</h2>{_summary(view)}{_rules(view)}</section>
 <section id="floors-section"><h2>Noise floors (retraining vs retraining)</h2>{_floors(view)}</section>
 <section id="plots-section"><h2>Plots</h2>{_plots(view)}</section>
+{_generations(view)}
 <section id="details-section"><h2>All results per method</h2>{details}</section>
 <section id="not-applicable-section"><h2>Not applicable to this task</h2>{_not_applicable(view)}</section>
 <section id="definitions-section"><h2>Definitions</h2>{_definitions(view)}</section>
