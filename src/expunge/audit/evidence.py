@@ -44,6 +44,13 @@ class AuditData:
     # The split's side table of answer variants (fictitious_authors' AuthorsCorpus: paraphrased and perturbed
     # answers, the tokenizer), which the TOFU metrics read; None for data without one.
     corpus: Any = None
+    _shared: dict = field(default_factory=dict, repr=False)  # data-only values every population reuses
+
+    def shared(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per key for this data (tokenized answer variants, question sets)."""
+        if key not in self._shared:
+            self._shared[key] = compute()
+        return self._shared[key]
 
     @classmethod
     def build(cls, train: ArrayDataset, test: ArrayDataset, forget_mask: torch.Tensor,

@@ -3,7 +3,7 @@
 Each member answers each question greedily (:func:`expunge.training.generate.greedy_answers`);
 the row is the mean ROUGE-L recall (``rouge-score``, ``rougeL``, stemming on) of the
 answers against the true answers, mean ± std over members. Forget: every forget
-question; retain: up to 200 retained author questions (:mod:`expunge.audit.tofu`).
+question; retain: up to 100 retained author questions (:mod:`expunge.audit.tofu`).
 """
 from __future__ import annotations
 

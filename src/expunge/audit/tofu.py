@@ -36,7 +36,7 @@ from expunge.errors import ExpungeError
 if TYPE_CHECKING:
     from expunge.audit.evidence import AuditData, Evidence
 
-RETAIN_QUESTIONS = 200  # retained author questions per audit (TOFU evaluates a few hundred)
+RETAIN_QUESTIONS = 100  # retained author questions per audit (TOFU's forget sets are 40-400 questions)
 WORLD_GROUP = -1
 QUESTION_SETS = ("forget", "retain", "world")
 
@@ -72,18 +72,27 @@ def answer_losses(evidence: "Evidence", which: str) -> dict[str, np.ndarray]:
     """Losses of the true, paraphrased and perturbed answers: ``answer`` and ``paraphrased`` ``[K, n]``,
     ``perturbed`` ``[K, n, P]``. Cached per population and question set."""
     def compute() -> dict[str, np.ndarray]:
-        data = evidence.data
+        sets = answer_sets(evidence.data, which)
+        if not sets:
+            return {}
+        return {"answer": _losses(evidence, sets["answer"]), "paraphrased": _losses(evidence, sets["paraphrased"]),
+                "perturbed": np.stack([_losses(evidence, d) for d in sets["perturbed"]], axis=-1)}
+
+    return evidence.cached(("tofu_losses", which), compute)
+
+
+def answer_sets(data: "AuditData", which: str) -> dict:
+    """The question set with its true, paraphrased and perturbed answers, tokenized once per audit."""
+    def compute() -> dict:
         corpus = data.corpus
         questions = data.train.subset(question_positions(data, which))
         if len(questions) == 0:
             return {}
         count = min(len(corpus.fact(int(i)).perturbed) for i in questions.ids.tolist())
-        return {"answer": _losses(evidence, questions),
-                "paraphrased": _losses(evidence, corpus.variant(questions, "paraphrased")),
-                "perturbed": np.stack([_losses(evidence, corpus.variant(questions, f"perturbed:{j}"))
-                                       for j in range(count)], axis=-1)}
+        return {"answer": questions, "paraphrased": corpus.variant(questions, "paraphrased"),
+                "perturbed": [corpus.variant(questions, f"perturbed:{j}") for j in range(count)]}
 
-    return evidence.cached(("tofu_losses", which), compute)
+    return data.shared(("tofu_answer_sets", which), compute)
 
 
 def truth_statistic(losses: dict[str, np.ndarray]) -> np.ndarray:

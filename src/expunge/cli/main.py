@@ -358,17 +358,18 @@ def demo(quick: bool = typer.Option(False, "--quick", help="low resolution (N = 
     _run_audit(scenario, methods, n, n, out, "quick" if quick else "full")
 
 
-# The language-model demo: 20 fictitious authors (20 facts each) and 40 world facts, gpt_tiny (2 layers, d_model
+# The language-model demo: 20 fictitious authors (20 facts each), 40 world facts and 5 unseen authors, gpt_tiny (2 layers, d_model
 # 64) with the dataset's recipe (Adam 3e-3, 20 epochs, batch 32): about 3.5 s per model on 2 cores, and the
 # training answers are learned (exact match ~100%) while unseen authors' are not (0%).
-LM_DEMO_DATA = {"num_authors": 20, "world_facts": 40}
+LM_DEMO_DATA = {"num_authors": 20, "world_facts": 40, "unseen_authors": 5}
 
 
 def _language_model_demo(quick: bool, out: Path, members: Optional[int], device: str) -> None:
     n = members or (4 if quick else 8)
     methods = _demo_methods(False, "causal_lm")
-    if quick:
-        methods = [m for m in methods if m != "retrain"]  # the oracle population is the reference already
+    if quick:  # the oracle population is the reference already; finetune and gradient_ascent are the
+        # classification baselines (at their defaults they barely move a language model: the full demo shows it)
+        methods = [m for m in methods if m not in ("retrain", "finetune", "gradient_ascent")]
     scenario = _scenario("fictitious_authors", "authors:0.05", None, device, dataset_options=LM_DEMO_DATA)
     shadows = 0 if quick else max(n, 8)
     console.print(f"language models: gpt_tiny on fictitious_authors ({LM_DEMO_DATA['num_authors']} authors, "

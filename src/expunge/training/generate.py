@@ -42,12 +42,16 @@ def greedy_answers(population: Population, data: ArrayDataset, eos_id: int, max_
         position_mask = torch.arange(length).unsqueeze(0) >= prompts.unsqueeze(1)
         sequences = sequences.masked_fill(position_mask, 0)  # nothing of the true answer is visible
         current = sequences.unsqueeze(0).repeat(len(population), 1, 1).to(population.device)
+        finished = torch.zeros(len(population), sequences.shape[0], dtype=torch.bool, device=current.device)
         for step in range(steps):
             where = (prompts + step).clamp(max=length - 1)
             logits = population.forward((current,), per_member_input=True)  # [K, n, T, V]
             chosen = logits[:, rows, where - 1].argmax(-1)  # [K, n]
-            writable = (prompts + step < length).to(current.device)
+            writable = (prompts + step < length).to(current.device) & ~finished
             current[:, rows, where] = torch.where(writable, chosen, current[:, rows, where])
+            finished |= writable & (chosen == eos_id)
+            if bool(finished.all()):  # every member has ended every answer: nothing left to write
+                break
         for k in range(len(population)):
             for i in range(sequences.shape[0]):
                 tokens = current[k, i, int(prompts[i]):int(prompts[i]) + steps].tolist()
