@@ -108,6 +108,11 @@ def test_demo_methods_come_from_the_registry():
     (("audit", "--dataset", "gaussians", "--members", "1"), "at least 2 members"),
     (("audit", "--out", "pyproject.toml"), "is a file"),
     (("demo", "--out", "README.md"), "is a file"),
+    (("demo", "--task", "vision"), "unknown demo task 'vision'"),
+    (("audit", "--dataset-option", "num_authors"), "name=value"),
+    (("audit", "--dataset", "fictitious_authors", "--dataset-option", "num_authors=1"), "num_authors=1 must be"),
+    (("audit", "--dataset", "fictitious_authors", "--dataset-option", "num_authors=4", "--method", "salun"),
+     "grad_diff"),
 ])
 def test_bad_input_gets_one_clear_line(args, message):
     result = run(*args)
@@ -190,3 +195,18 @@ def test_methods_unknown_filter_gets_one_line_listing_the_valid_ones():
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "unknown method filter 'retainfree'" in lines[0]
     assert "retain-free, label-free, classification, regression, causal_lm, random, class, subclass" in lines[0]
+
+
+def test_audit_of_a_language_model_from_the_command_line(tmp_path):
+    """--dataset fictitious_authors with dataset options; idk gets the data's tokenizer without being told."""
+    out = tmp_path / "lm"
+    result = run("audit", "--dataset", "fictitious_authors", "--forget", "authors:0,1", "--method", "idk",
+                 "--members", "2", "--shadows", "0", "--epochs", "3", "--out", str(out),
+                 "--dataset-option", "num_authors=6", "--dataset-option", "facts_per_author=6",
+                 "--dataset-option", "world_facts=6", "--dataset-option", "unseen_authors=2")
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "report.json").read_text())
+    assert data["methods"][0]["status"] == "ok", data["methods"][0]["error"]
+    assert data["scenario"]["task"] == "causal_lm" and data["generations"]
+    assert "forget_quality" in {r["metric"] for r in data["results"]}
+    assert "Example generations" in (out / "report.html").read_text()

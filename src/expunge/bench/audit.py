@@ -37,7 +37,7 @@ from expunge.bench.executor import Executor, LocalExecutor, retrain_cost_from_me
 from expunge.bench.machine import describe
 from expunge.bench.plan import AuditPlan, method_plan, plan_audit
 from expunge.errors import ExpungeError
-from expunge.methods.registry import get_method
+from expunge.methods.registry import check_task, get_method
 from expunge.training.engine import ENGINE_VERSION
 from expunge.training.population import Population
 from expunge.training.scenario import Scenario
@@ -128,6 +128,9 @@ def run_audit(scenario: Scenario, method: str | list[str] | dict[str, dict] = "f
     methods = method_plan(method, hyperparameters)
     for name in metrics or []:
         METRICS.get(name)  # fail fast on unknown metric names, before any training
+    for name in methods:  # a method that cannot handle the data fails now, before any population is trained
+        if name not in EXACT:
+            check_task(name, scenario.split.task)
     shadow_members = max(members, MIN_SHADOWS) if shadow_members is None else shadow_members
     _check_sizes(members, shadow_members)
     data = AuditData.build(scenario.split.train, scenario.split.test, scenario.forget_mask, retain_sample, seed,
