@@ -102,10 +102,41 @@ def test_bad_input_is_one_clear_line(planted):
     train, _ = planted
     for spec, expected in [("memorized:0.001", "selects none"), ("entangled:0.001", "selects none"),
                            ("memorized:1.5", "strictly between 0 and 1"), ("datamodel_pc:0", "at least 1"),
-                           ("datamodel_pc:x", "must be an integer"), ("memorised:0.1", "Did you mean 'memorized'")]:
+                           ("datamodel_pc:x", "must be an integer"), ("memorised:0.1", "Did you mean 'memorized'"),
+                           ("hard:salunn:0.1", "salun"), ("hard:salun:0.001", "selects none"),
+                           ("hard:0.1", "hard:METHOD:FRACTION"), ("hard:npo:0.1", "not classification")]:
         with pytest.raises(ExpungeError, match=expected) as error:
             validate_forget_rule(spec, train)
         assert "\n" not in str(error.value)
     with pytest.raises(ExpungeError, match="Scenario.build"):
         parse_forget_rule("memorized:0.1", train)  # no models to score with
     validate_forget_rule("memorized:0.1", train)  # valid: checked without training anything
+
+
+def _gap(train, forget_mask, seeds, method="finetune"):
+    """Mean |unlearned - oracle| margin gap on the forget examples, with fresh populations of ``seeds``."""
+    from expunge.methods.registry import unlearn_population
+    from expunge.training.engine import population_scores, train_population
+
+    original, _ = train_population(RECIPE, train, seeds=seeds)
+    oracle, _ = train_population(RECIPE, train, seeds=seeds, keep_masks=(~forget_mask).expand(len(seeds), -1).clone())
+    unlearned, _ = unlearn_population(original, train, forget_mask, ~forget_mask, method, RECIPE, seed=1)
+    mine = np.asarray(population_scores(unlearned, train)["margin"]).mean(0)
+    theirs = np.asarray(population_scores(oracle, train)["margin"]).mean(0)
+    return float(np.abs(mine - theirs)[forget_mask.numpy()].mean())
+
+
+def test_hard_for_a_method_is_harder_than_random_on_fresh_models_cached_and_says_why(planted, cache):
+    train, _ = planted
+    hard = parse_forget_rule("hard:finetune:0.05", train, context=context(cache))
+    assert len(hard) == 12 and hard.reason.score == "hardness" and hard.reason.source["method"] == "finetune"
+    scores = hard.reason.scores
+    assert int(torch.isfinite(scores).sum()) == 36  # a pool of 3 x 12 candidates was scored
+    again = parse_forget_rule("hard:finetune:0.05", train, context=context(cache))
+    assert torch.equal(hard.forget_ids, again.forget_ids) and again.reason.source["cache"] == "hit"
+    # evaluated on fresh populations (seeds the validation world never used): harder than a random set
+    hard_mask = torch.isin(train.ids, hard.forget_ids)
+    random_mask = torch.zeros(len(train), dtype=torch.bool)
+    random_mask[torch.randperm(len(train), generator=torch.Generator().manual_seed(5))[:12]] = True
+    seeds = [11, 12, 13, 14]
+    assert _gap(train, hard_mask, seeds) > 1.5 * _gap(train, random_mask, seeds)

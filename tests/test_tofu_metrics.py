@@ -8,37 +8,30 @@ import pytest
 from scipy.stats import ks_2samp
 
 from expunge.audit.model_utility import _harmonic_mean
-from expunge.audit.tofu import answer_probability, per_member_ks, truth_ratio_score, truth_statistic
+from expunge.audit.tofu import answer_probability, pooled_ks, truth_ratio_score, truth_ratios
 
 
-def test_truth_statistic_and_ratio_by_hand():
-    # one member, two questions; losses are mean token cross-entropies
-    losses = {"answer": np.array([[0.1, 2.0]]), "paraphrased": np.array([[0.5, 1.0]]),
-              "perturbed": np.array([[[1.0, 2.0], [1.0, 1.0]]])}
-    x = truth_statistic(losses)
-    # x = exp(mean perturbed loss - paraphrased loss): exp(1.5 - 0.5) = e, exp(1 - 1) = 1
-    np.testing.assert_allclose(x, [[math.e, 1.0]])
-    # forget: mean min(x, 1/x) = (1/e + 1) / 2; retained: mean max(0, 1 - 1/x) = ((1 - 1/e) + 0) / 2
-    np.testing.assert_allclose(truth_ratio_score(x, forget=True), [(1 / math.e + 1) / 2])
-    np.testing.assert_allclose(truth_ratio_score(x, forget=False), [(1 - 1 / math.e) / 2])
-    # a model preferring the wrong answers (x < 1) scores 0 on retained facts, not a negative number
-    assert truth_ratio_score(np.array([[0.5]]), forget=False).tolist() == [0.0]
+def test_truth_ratio_by_hand():
+    # one member, two questions; losses are mean token cross-entropies, P = exp(-loss)
+    losses = {"answer": np.array([[0.1, 2.0]]), "paraphrased": np.array([[0.0, math.log(2)]]),
+              "perturbed": np.array([[[math.log(2), math.log(4)], [math.log(2), math.log(2)]]])}
+    ratios = truth_ratios(losses)
+    # R = mean_k P(perturbed_k) / P(paraphrased): (1/2 + 1/4) / 2 / 1 = 0.375 and (1/2 + 1/2) / 2 / (1/2) = 1
+    np.testing.assert_allclose(ratios, [[0.375, 1.0]])
+    # forget: mean min(R, 1/R) = (0.375 + 1) / 2; retained: mean max(0, 1 - R) = (0.625 + 0) / 2
+    np.testing.assert_allclose(truth_ratio_score(ratios, forget=True), [(0.375 + 1) / 2])
+    np.testing.assert_allclose(truth_ratio_score(ratios, forget=False), [0.625 / 2])
+    # a model preferring the wrong answers (R > 1) scores 0 on retained facts, not a negative number
+    assert truth_ratio_score(np.array([[2.0]]), forget=False).tolist() == [0.0]
+    # answer probability: mean of exp(-loss)
+    np.testing.assert_allclose(answer_probability(losses), [(math.exp(-0.1) + math.exp(-2.0)) / 2])
 
 
-def test_answer_probability_by_hand():
-    losses = {"answer": np.array([[0.0, math.log(2)]]), "perturbed": np.array([[[math.log(2)], [math.log(2)]]])}
-    # raw: mean of exp(-loss) = (1 + 0.5) / 2
-    np.testing.assert_allclose(answer_probability(losses, normalised=False), [0.75])
-    # over the options: 1 / (1 + 0.5) and 0.5 / (0.5 + 0.5)
-    np.testing.assert_allclose(answer_probability(losses, normalised=True), [(2 / 3 + 0.5) / 2])
-
-
-def test_forget_quality_pairs_members_and_harmonic_mean_by_hand():
+def test_forget_quality_pools_members_and_harmonic_mean_by_hand():
     rng = np.random.default_rng(0)
     mine, oracle = rng.normal(size=(3, 40)), rng.normal(size=(2, 40))
-    p = per_member_ks(mine, oracle)
-    assert p.shape == (2,)  # pairs: min(K, K')
-    assert p[1] == pytest.approx(ks_2samp(mine[1], oracle[1]).pvalue)
+    assert pooled_ks(mine, oracle) == pytest.approx(ks_2samp(mine.ravel(), oracle.ravel()).pvalue)
+    assert pooled_ks(mine, mine + 5.0) < 1e-10  # shifted: distinguishable
     np.testing.assert_allclose(_harmonic_mean(np.array([[1.0, 0.5, 0.25], [1.0, 0.0, 1.0]])),
                                [3 / (1 + 2 + 4), 0.0])
 

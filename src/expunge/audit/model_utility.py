@@ -1,11 +1,9 @@
 """TOFU's model utility on retained authors and world facts, beside the oracle's.
 
-TOFU: the harmonic mean of answer probability, ROUGE-L recall and truth ratio on its
-retain set, real authors and world facts (nine numbers). Here, per member, the harmonic
-mean of the six numbers on the retained authors and the world facts (always trained on):
-answer probability (:func:`expunge.audit.tofu.answer_probability`; normalised over the
-options on world facts, as TOFU does), ROUGE-L recall of the greedy answer, truth ratio
-(``mean max(0, 1 - 1/x)``). A zero anywhere gives 0.
+METRICS.md ("Language models"): the harmonic mean of {answer probability, ROUGE-L recall,
+``max(0, 1 - R)``} on the retain set and on world facts (six values; TOFU uses nine with a
+real-authors set). Here per member, on the retained authors and the world facts (always
+trained on), then mean ± std over members. A zero anywhere gives 0.
 """
 from __future__ import annotations
 
@@ -19,7 +17,7 @@ from expunge.audit.tofu import (
     has_answer_variants,
     rouge_l_recall,
     truth_ratio_score,
-    truth_statistic,
+    truth_ratios,
 )
 
 DEFINITION = "model_utility@tofu-hmean-retain-world"
@@ -55,8 +53,8 @@ class ModelUtility(Metric):
             losses = answer_losses(evidence, which)
             if not losses:
                 continue
-            parts += [answer_probability(losses, normalised=which == "world"), rouge_l_recall(evidence, which),
-                      truth_ratio_score(truth_statistic(losses), forget=False)]
+            parts += [answer_probability(losses), rouge_l_recall(evidence, which),
+                      truth_ratio_score(truth_ratios(losses), forget=False)]
             names += [f"{which}_probability", f"{which}_rouge_l", f"{which}_truth_ratio"]
         if not parts:
             return {}

@@ -1,7 +1,7 @@
 """ROUGE-L recall of greedy answers on the forget and retain sets, beside the oracle's (``causal_lm``).
 
 Each member answers each question greedily (:func:`expunge.training.generate.greedy_answers`);
-the row is the mean ROUGE-L recall (``rouge-score``, ``rougeL``, stemming on) of the
+the row is the mean ROUGE-L recall (``rouge-score``, ``rougeL``, stemming off as METRICS.md says) of the
 answers against the true answers, mean ± std over members. Forget: every forget
 question; retain: up to 100 retained author questions (:mod:`expunge.audit.tofu`).
 """
@@ -20,7 +20,7 @@ class RougeL(Metric):
 
     name = "rouge_l"
     summary = "ROUGE-L recall of greedy answers vs the true answers"
-    description = ("ROUGE-L recall (rouge-score, stemming) of each member's greedy answer against the true answer, "
+    description = ("ROUGE-L recall (rouge-score, no stemming) of each member's greedy answer against the true answer, "
                    "mean over questions; mean ± std over members, beside the oracle population's.")
     definition = DEFINITION
     reference_kind = "oracle"

@@ -1,24 +1,22 @@
 """TOFU's statistics on a population of language models (shared by the TOFU metrics).
 
-After TOFU (Maini et al., "TOFU: A Task of Fictitious Unlearning for LLMs", 2024) and its
-released evaluation code, per question ``q`` with answer ``a``, paraphrased answer ``a~``
-and perturbed (wrong) answers ``a^_1..a^_P``, every loss below being the mean
-next-token cross-entropy over the answer's tokens (the ``causal_lm`` task's ``loss``,
-so ``exp(-loss) = P(a|q)^(1/|a|)``, the length-normalised probability):
+After TOFU (Maini et al., "TOFU: A Task of Fictitious Unlearning for LLMs", 2024), as
+METRICS.md ("Language models") defines them. Per question ``q`` with answer ``a``,
+paraphrased answer ``a~`` and perturbed (wrong) answers ``a^_1..a^_P``, with
+``P(s | q) = exp(-mean token NLL of s)`` (the ``causal_lm`` task's ``exp(-loss)``, a
+geometric mean over the answer's tokens):
 
-- **truth statistic** ``x = exp(mean_j loss(a^_j) - loss(a~))``: the paraphrase's
-  normalised probability over the geometric mean of the perturbed answers'. TOFU's truth
-  ratio ``R_truth`` is ``1 / x``;
-- **truth ratio** as TOFU reports it: on the forget set ``mean_q min(x, 1/x)``; on retained
-  facts ``mean_q max(0, 1 - 1/x)`` (higher: the model prefers the truth);
-- **answer probability**: on the forget and retain sets ``mean_q exp(-loss(a))``; on world
-  facts normalised over the options, ``mean_q exp(-loss(a)) / (exp(-loss(a)) + sum_j
-  exp(-loss(a^_j)))``;
+- **truth ratio** ``R(q) = mean_k P(a^_k | q) / P(a~ | q)`` (lower: the model prefers the
+  truth);
+- the ``truth_ratio`` rows: on retained facts ``mean_q max(0, 1 - R)`` (the term model
+  utility uses); on the forget set TOFU's ``mean_q min(R, 1/R)`` (near 1: no preference
+  between the truth and the wrong answers, what a model that never saw the facts shows);
+- **answer probability** ``mean_q P(a | q)``;
 - **ROUGE-L recall** of the greedy answer against ``a`` (``rouge-score``, ``rougeL``,
-  stemming on, recall), mean over questions.
+  stemming off), mean over questions.
 
-Each is computed per member (``[K]``); the metric modules turn them into rows:
-``truth_ratio``, ``forget_quality``, ``model_utility``, ``rouge_l``.
+Each is computed per member (``[K]``, or ``[K, n]`` per question); the metric modules
+turn them into rows: ``truth_ratio``, ``forget_quality``, ``model_utility``, ``rouge_l``.
 
 Question sets: ``forget`` (every forget example), ``retain`` (up to
 :data:`RETAIN_QUESTIONS` of the audit's retain sample that belong to an author) and
@@ -95,24 +93,21 @@ def answer_sets(data: "AuditData", which: str) -> dict:
     return data.shared(("tofu_answer_sets", which), compute)
 
 
-def truth_statistic(losses: dict[str, np.ndarray]) -> np.ndarray:
-    """``x = exp(mean_j loss(perturbed_j) - loss(paraphrased))`` per member and question ``[K, n]``."""
-    return np.exp(losses["perturbed"].mean(-1) - losses["paraphrased"])
+def truth_ratios(losses: dict[str, np.ndarray]) -> np.ndarray:
+    """``R = mean_k P(perturbed_k) / P(paraphrased)`` per member and question ``[K, n]``."""
+    return np.exp(-losses["perturbed"]).mean(-1) / np.exp(-losses["paraphrased"])
 
 
-def truth_ratio_score(x: np.ndarray, forget: bool) -> np.ndarray:
-    """TOFU's reported truth ratio per member ``[K]``: forget ``mean min(x, 1/x)``, else ``mean max(0, 1 - 1/x)``."""
+def truth_ratio_score(ratios: np.ndarray, forget: bool) -> np.ndarray:
+    """The reported truth ratio per member ``[K]``: forget ``mean min(R, 1/R)``, else ``mean max(0, 1 - R)``."""
     if forget:
-        return np.minimum(x, 1.0 / x).mean(-1)
-    return np.maximum(0.0, 1.0 - 1.0 / x).mean(-1)
+        return np.minimum(ratios, 1.0 / ratios).mean(-1)
+    return np.maximum(0.0, 1.0 - ratios).mean(-1)
 
 
-def answer_probability(losses: dict[str, np.ndarray], normalised: bool) -> np.ndarray:
-    """Mean answer probability per member ``[K]``; ``normalised``: over the true and perturbed answers."""
-    true = np.exp(-losses["answer"])
-    if not normalised:
-        return true.mean(-1)
-    return (true / (true + np.exp(-losses["perturbed"]).sum(-1))).mean(-1)
+def answer_probability(losses: dict[str, np.ndarray]) -> np.ndarray:
+    """Mean answer probability ``P(a | q)`` per member ``[K]``."""
+    return np.exp(-losses["answer"]).mean(-1)
 
 
 def rouge_l_recall(evidence: "Evidence", which: str) -> np.ndarray:
@@ -128,17 +123,15 @@ def rouge_l_recall(evidence: "Evidence", which: str) -> np.ndarray:
         tokenizer = corpus.tokenizer
         answers = greedy_answers(evidence.population, questions, tokenizer.eos_id)
         truths = [corpus.fact(int(i)).answer for i in questions.ids.tolist()]
-        scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+        scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
         return np.array([np.mean([scorer.score(truth, tokenizer.decode(answer))["rougeL"].recall
                                   for truth, answer in zip(truths, member)]) for member in answers])
 
     return evidence.cached(("tofu_rouge", which), compute)
 
 
-def per_member_ks(mine: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Two-sample KS p-values between member k's and reference member k's values, ``[min(K, K')]``."""
+def pooled_ks(mine: np.ndarray, reference: np.ndarray) -> float:
+    """Two-sample KS p-value between two populations' values, each pooled over members and questions."""
     from scipy.stats import ks_2samp
 
-    pairs = min(len(mine), len(reference))
-    return np.array([ks_2samp(mine[k], reference[k]).pvalue for k in range(pairs)])
-
+    return float(ks_2samp(np.ravel(mine), np.ravel(reference)).pvalue)

@@ -1,15 +1,14 @@
 """TOFU's truth ratio on the forget set, retained authors and world facts (``causal_lm`` with answer variants).
 
-Definitions: :mod:`expunge.audit.tofu` (forget: ``mean min(x, 1/x)``; retained:
-``mean max(0, 1 - 1/x)``, ``x`` the paraphrase's normalised probability over the
-perturbed answers' geometric mean). Per member, mean ± std over members, beside the
-oracle population's value.
+Definitions: :mod:`expunge.audit.tofu` (``R = mean_k P(perturbed_k) / P(paraphrased)``;
+forget: ``mean min(R, 1/R)``; retained: ``mean max(0, 1 - R)``). Per member, mean ± std
+over members, beside the oracle population's value.
 """
 from __future__ import annotations
 
 from expunge.audit.metric import Closeness, Metric, Row, population_mean, register
 from expunge.audit.results import Measurement
-from expunge.audit.tofu import QUESTION_SETS, answer_losses, has_answer_variants, truth_ratio_score, truth_statistic
+from expunge.audit.tofu import QUESTION_SETS, answer_losses, has_answer_variants, truth_ratio_score, truth_ratios
 
 DEFINITION = "truth_ratio@tofu"
 
@@ -20,9 +19,10 @@ class TruthRatio(Metric):
 
     name = "truth_ratio"
     summary = "TOFU truth ratio: paraphrased vs perturbed answer likelihood"
-    description = ("TOFU truth ratio (Maini et al. 2024), x = exp(mean perturbed-answer loss - paraphrased-answer "
-                   "loss) per question: forget set mean min(x, 1/x), retained authors and world facts mean "
-                   "max(0, 1 - 1/x); mean ± std over members, beside the oracle population's.")
+    description = ("TOFU truth ratio (Maini et al. 2024), R = mean over perturbed answers of P(perturbed) / "
+                   "P(paraphrased), P the length-normalised answer probability: forget set mean min(R, 1/R), "
+                   "retained authors and world facts mean max(0, 1 - R); mean ± std over members, beside the "
+                   "oracle population's.")
     definition = DEFINITION
     reference_kind = "oracle"
     needs = frozenset({"sequence_loglik"})
@@ -37,7 +37,7 @@ class TruthRatio(Metric):
         for which in QUESTION_SETS:
             losses = answer_losses(candidate.evidence, which)
             if losses:
-                x = truth_statistic(losses)
-                result[f"truth_ratio/{which}"] = population_mean(truth_ratio_score(x, which == "forget"),
-                                                                 questions=int(x.shape[1]))
+                ratios = truth_ratios(losses)
+                result[f"truth_ratio/{which}"] = population_mean(truth_ratio_score(ratios, which == "forget"),
+                                                                 questions=int(ratios.shape[1]))
         return result

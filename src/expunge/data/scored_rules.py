@@ -29,6 +29,18 @@ computed with models trained by the scenario's recipe (given as a
   proxy and ``datamodel_matching`` use, fitted if absent). The sign is fixed so the
   extreme with the larger loadings is chosen; default fraction 0.05.
 
+- ``hard:<method>:<fraction>``: a forget set that is hard *for one method* (after
+  "Challenging Forgets", Fan et al., ECCV 2024, who select by bi-level optimisation the
+  forget set that maximises a method's unlearning error). A greedy one-step version:
+  on a *validation* world (its own seeds, disjoint from every evaluation population's),
+  ``HARD_MEMBERS`` originals are trained on the whole training set and as many oracles
+  without a random candidate pool of ``HARD_POOL`` times the wanted size; the method
+  unlearns the pool from the validation originals; each candidate's score is how far
+  the method's output stays from the oracle's on it, ``|mean_k margin_unlearned(i) -
+  mean_k margin_oracle(i)|`` over the validation members; the top ``fraction x N``
+  candidates form the set. The audit then evaluates it on fresh populations (the
+  scenario's own seeds), so the selection does not grade itself.
+
 Every rule's scores are cached under ``EXPUNGE_HOME/forget_scores`` by a content hash of
 the training set, recipe, model and settings (a second call loads them and trains
 nothing), and the :class:`~expunge.data.base.ForgetSet` carries them as its ``reason``.
@@ -47,6 +59,9 @@ from expunge.data.base import ArrayDataset, ForgetReason, ForgetSet
 from expunge.data.forget import ForgetRuleSyntaxError, RuleContext, register_forget_rule
 from expunge.errors import ExpungeError
 
+HARD_MEMBERS = 4  # validation originals and oracles for hard:<method>:<fraction>
+HARD_POOL = 3  # candidates per selected example (the pool is at most the training set)
+HARD_SEED_OFFSET = 900_000  # validation seeds: clear of every scenario role's (training.scenario.ROLE_SEED_OFFSETS)
 MEMORISATION_MODELS = 64  # MNIST-1D: split-half (32 vs 32) Spearman 0.876, Spearman-Brown 0.93 for all 64; 128: 0.931
 MEMORISATION_FRACTION = 0.5
 ORIGINAL_MEMBERS = 8
@@ -58,6 +73,9 @@ MEMORISATION_DEFINITION = ("Feldman & Zhang (2020) memorisation: accuracy on the
 ENTANGLEMENT_DEFINITION = ("RUM's entanglement score of the example alone as the forget set: the training set's mean "
                            "squared distance to its centroid divided by the example's squared distance to it, in the "
                            "original models' penultimate features (higher: closer to the retain set)")
+HARD_DEFINITION = ("distance of the method's output from the oracle's on the example: |mean margin of the "
+                   "validation members after the method unlearned a candidate pool - mean margin of validation "
+                   "oracles trained without the pool| (candidates outside the pool: -inf)")
 PC_DEFINITION = ("loading of the training example on principal component {k} of the datamodel matrix (targets x "
                  "training examples, centred over targets); sign fixed so the chosen extreme has the larger loadings")
 
@@ -308,3 +326,68 @@ def split_half_stability(correct: np.ndarray, masks: torch.Tensor) -> float:
 
 __all__ = ["MEMORISATION_MODELS", "cached_scores", "datamodel_pc_scores", "entanglement_scores", "feldman_zhang",
            "memorisation_population", "memorisation_scores", "principal_loadings", "split_half_stability"]
+
+
+# --------------------------------------------------------------------------- hard for a method
+def _hard_arguments(argument: str) -> tuple[str, float]:
+    from expunge.methods.registry import get_method
+
+    parts = argument.split(":")
+    if len(parts) != 2 or not parts[0]:
+        raise ForgetRuleSyntaxError("use hard:METHOD:FRACTION, e.g. hard:salun:0.1")
+    get_method(parts[0])  # an unknown method: one line with close matches
+    return parts[0], _fraction(parts[1])
+
+
+def _check_hard(argument: str, train: ArrayDataset) -> None:
+    from expunge.methods.registry import check_task
+
+    method, fraction = _hard_arguments(argument)
+    _count(fraction, train)
+    check_task(method, train.task)
+
+
+def hardness_scores(train: ArrayDataset, context: RuleContext, method: str, count: int, seed: int = 0,
+                    members: int = HARD_MEMBERS) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Per-example distance of ``method``'s output from the oracle's on a validation world ``[N]`` (cached);
+    ``-inf`` outside the candidate pool."""
+    pool_size = min(len(train), HARD_POOL * count)
+    settings = {"method": method, "count": count, "pool": pool_size, "members": members, "seed": seed}
+
+    def compute() -> tuple[torch.Tensor, dict[str, Any]]:
+        from expunge.methods.registry import unlearn_population
+        from expunge.training.engine import population_scores
+
+        cache = _cache(context)
+        g = torch.Generator().manual_seed(HARD_SEED_OFFSET + seed)
+        pool = torch.zeros(len(train), dtype=torch.bool)
+        pool[torch.randperm(len(train), generator=g)[:pool_size]] = True
+        seeds = [context.recipe.seed + HARD_SEED_OFFSET + i for i in range(members)]
+        common = {"data": train.fingerprint(), "recipe": context.recipe.to_json()}
+        original, _, _ = cache.trained({"role": "hard_validation_original"} | common, context.recipe, train, seeds,
+                                       None, model=context.model, device=context.device)
+        oracle, _, _ = cache.trained({"role": "hard_validation_oracle", "pool_seed": seed, "pool": pool_size}
+                                     | common, context.recipe, train, seeds, (~pool).expand(members, -1).clone(),
+                                     model=context.model, device=context.device)
+        unlearned, _ = unlearn_population(original, train, pool, ~pool, method, context.recipe, seed=seed)
+        mine = np.asarray(population_scores(unlearned, train)["margin"], dtype=np.float64).mean(0)
+        theirs = np.asarray(population_scores(oracle, train)["margin"], dtype=np.float64).mean(0)
+        scores = torch.full((len(train),), float("-inf"))
+        scores[pool] = torch.from_numpy(np.abs(mine - theirs)[pool.numpy()]).float()
+        return scores, {"method": method, "validation_members": members, "pool": pool_size,
+                        "validation_seeds": seeds}
+
+    return cached_scores(context, "hard", train, settings, compute)
+
+
+@register_forget_rule("hard", "hard:salun:0.1 (the fraction hardest for a method, chosen on a validation world)",
+                      check=_check_hard)
+def _parse_hard(argument: str, train: ArrayDataset, seed: int, context: RuleContext | None = None) -> ForgetSet:
+    method, fraction = _hard_arguments(argument)
+    count = _count(fraction, train)
+    context = _need(context, "hard")
+    scores, info = hardness_scores(train, context, method, count, seed)
+    reason = ForgetReason("hardness", HARD_DEFINITION, scores,
+                          f"the {count} highest of {info.get('pool', count)} candidates (ties: earlier position)",
+                          info)
+    return _top(train, scores, count, f"hard:{method}:{fraction!r}@seed{seed}", reason)

@@ -17,14 +17,10 @@ Per example, over its answer tokens ``A`` (``<eos>`` included):
   the question (definition id ``sequence_loglik@sum-answer-token-logprob``);
 - ``correct``: 1.0 when every answer token is the arg-max (first on ties) under
   teacher forcing (exact match of the greedy answer given the true prefix), else 0.0;
-- ``phi``: the mean over answer tokens of the token's logit-scaled confidence
-  ``log p(y_t) - log(1 - p(y_t))`` (METRICS.md's phi, one token at a time, averaged over
-  the answer; definition id ``phi@mean-answer-token-log-odds``): the per-sequence score
-  that U-LiRA and the competition score (with its attacks) compare between populations;
-- ``margin``: the answer's log-likelihood ``sequence_loglik`` (definition id
-  ``margin@sum-answer-token-logprob``): KLoM on language models is KLoM of answer
-  log-likelihoods. (As for regression, METRICS.md defines phi and margin for softmax
-  outputs over classes; these are their per-sequence counterparts.)
+- ``phi`` and ``margin``: the mean token log-likelihood of the answer, ``-loss`` (METRICS.md,
+  "Language models": the population audits, KLoM, U-LiRA and the competition score, apply
+  to this per-sequence statistic in place of phi and margin; definition id
+  ``phi@mean-answer-token-loglik``).
 """
 from __future__ import annotations
 
@@ -92,11 +88,9 @@ class CausalLM(Task):
         log_p = torch.log_softmax(z, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         loglik = (log_p * scored).sum(-1)
         right = (z.argmax(-1) == targets) | ~scored
-        # log(1 - p) from the log-probability, stable where p rounds to 1 (log1p(-exp(log p)) in float64)
-        log_rest = torch.log1p(-torch.exp(log_p).clamp(max=1.0 - 1e-16))
-        phi = ((log_p - log_rest) * scored).sum(-1) / count
-        return {"loss": -loglik / count, "sequence_loglik": loglik, "correct": right.all(-1).double(),
-                "phi": phi, "margin": loglik}
+        mean_loglik = loglik / count  # METRICS.md: the per-sequence statistic the population audits compare
+        return {"loss": -mean_loglik, "sequence_loglik": loglik, "correct": right.all(-1).double(),
+                "phi": mean_loglik, "margin": mean_loglik}
 
 
 TASKS.register(CausalLM())
