@@ -29,17 +29,11 @@ import torch
 import torch.nn.functional as F
 
 from expunge.training.recipe import default_recipe
+from population import matmul_flops  # benchmarks/population.py (this folder is on sys.path when run)
 
 
-def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
-    return 2 * size ** 3 / statistics.median(times) / 1e9
+def matmul_gflops() -> float:
+    return matmul_flops() / 1e9  # the same reference as benchmarks/population.py
 
 
 def layer_shapes() -> list[tuple[int, int]]:
