@@ -22,6 +22,7 @@ import torch
 
 from expunge.bench.audit import run_audit
 from expunge.methods.registry import methods_supporting
+from expunge.report.grid import write_grid_report
 from expunge.training.recipe import default_recipe
 from expunge.training.scenario import Scenario
 
@@ -45,11 +46,24 @@ def cells(report, method: str) -> list[str]:
             value("relearn_excess", "forget", 1)]
 
 
+def frame(reports: dict, members: int):
+    """The audits' result rows as a results frame (one scenario per forget rule), for the grid report."""
+    import pandas as pd
+
+    return pd.DataFrame([{"dataset": "mnist1d", "forget_rule": rule, "method": r.method, "hyperparameters": "{}",
+                          "scenario_seed": 0, "members": members, "metric": r.metric, "split": r.split,
+                          "value": r.value, "spread": r.spread, "reference": r.reference, "n_models": r.n_models,
+                          "reference_kind": r.reference_kind, "label": r.label, "headline": r.headline,
+                          "unit": r.unit, "definition": r.definition}
+                         for rule, report in reports.items() for r in report.rows])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--members", type=int, default=8)
     parser.add_argument("--methods", nargs="+", default=None, help="default: every classification method")
     parser.add_argument("--rules", nargs="+", default=list(RULES))
+    parser.add_argument("--out", default="expunge-out/stress.html", help="the HTML report")
     args = parser.parse_args()
     methods = args.methods or [m for m in methods_supporting("classification") if m not in SKIP]
     print(f"expunge stress benchmark  {datetime.date.today()}  threads {torch.get_num_threads()}  "
@@ -66,6 +80,8 @@ def main() -> None:
     print("method | " + " | ".join(f"{rule}: FA | KLoM | relearn" for rule in args.rules))
     for method in ["original", *methods]:
         print(method + " | " + " | ".join(" | ".join(cells(reports[rule], method)) for rule in args.rules))
+    path = write_grid_report(frame(reports, args.members), args.out, title="stress: MNIST-1D forget sets")
+    print(f"report (leaderboard side by side, relearning curves with the oracle's): {path}")
     print(f"load (1 min) at end {os.getloadavg()[0]:.2f}")
 
 

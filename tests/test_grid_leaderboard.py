@@ -258,3 +258,24 @@ def test_leaderboard_of_real_audits(tmp_path):
         warnings.simplefilter("ignore", FewSeedsWarning)
         text = write_grid_report(data, tmp_path / "grid.html").read_text(encoding="utf-8")
     assert '<figure id="heatmap-klom-p95-forget">' in text and '<figure id="frontier-gaussians' in text
+
+
+def test_grid_report_has_a_stress_section_with_relearning_curves_per_forget_rule(tmp_path):
+    from expunge.report.grid import write_grid_report
+
+    def curve(method, values, oracle, rule):
+        return [row for t, v, o in zip((0, 1, 5), values, oracle)
+                for row in rows(method, {"metric": f"relearn_accuracy_{t}", "split": "forget",
+                                         "reference_kind": "oracle", "label": f"FA after {t}", "headline": 0,
+                                         "unit": "%", "definition": "relearn@test"}, [v, v], [o, o], rule=rule)]
+
+    data = frame(rows("salun", KLOM, [2.0, 2.1], [1.0, 1.0]), rows("salun", KLOM, [3.0, 3.1], [1.0, 1.0],
+                                                                   rule="memorized:0.1"),
+                 curve("salun", [10, 40, 60], [10, 12, 15], "random:0.1"),
+                 curve("salun", [5, 50, 70], [5, 6, 8], "memorized:0.1"))
+    html = write_grid_report(data, tmp_path / "grid.html").read_text(encoding="utf-8")
+    assert 'id="stress-section"' in html
+    assert html.count('id="relearning-') == 2  # one chart per forget rule
+    assert "oracle 15%" in html or "oracle 15.0%" in html  # the oracle's curve, after the last step, in the alt text
+    plain = write_grid_report(frame(rows("salun", KLOM, [2.0, 2.1], [1.0, 1.0])), tmp_path / "plain.html")
+    assert 'id="stress-section"' not in plain.read_text(encoding="utf-8")  # nothing to show, no empty section
