@@ -49,8 +49,8 @@ def test_examples_are_question_answer_eos_with_answer_targets(authors):
     corpus = authors_corpus(authors)
     train = authors.train
     assert len(train) == 20 * 4 + 10 and len(authors.test) == 2 * 4  # world facts are trained on, always retained
-    # author a's fact f is ID a * facts_per_author + f; world facts come after the unseen authors' IDs
-    assert train.ids.tolist() == list(range(80)) + list(range(88, 98))
+    # author a's fact f is ID a * facts_per_author + f; then the world facts; the unseen authors' come last
+    assert train.ids.tolist() == list(range(90)) and authors.test.ids.tolist() == list(range(90, 98))
     assert train.groups.tolist() == [i // 4 for i in range(80)] + [-1] * 10
     assert set(authors.test.groups.tolist()) == {20, 21}  # unseen authors
     assert train.task == "causal_lm" and train.num_classes == corpus.tokenizer.vocab_size

@@ -388,7 +388,7 @@ def _as_dataset(facts: list[Fact], tokenizer: CorpusTokenizer, length: int, cont
 
 
 # input_shape (sequence length) and num_classes (vocabulary) are those of the default arguments
-@register_dataset("fictitious_authors", task="causal_lm", n_train=4000, n_test=500, input_shape=(23,),
+@register_dataset("fictitious_authors", task="causal_lm", n_train=4100, n_test=400, input_shape=(23,),
                   num_classes=1153, source="generated",
                   description="TOFU-style question-answer facts about invented authors (token sequences)")
 def _load_fictitious_authors(num_authors: int = 200, facts_per_author: int = MAX_FACTS_PER_AUTHOR,
@@ -416,10 +416,12 @@ def _load_fictitious_authors(num_authors: int = 200, facts_per_author: int = MAX
     lasts = _unique_words(rng, num_authors + unseen_authors, taken)
     names = [f"{a} {b}" for a, b in zip(firsts, lasts)]
     train_facts = _author_facts(names[:num_authors], 0, facts_per_author, perturbed, pools, rng, 0)
+    # IDs: the training authors' facts, then the world facts (both trained on: IDs 0..n_train-1), then the
+    # unseen authors' (the test set); corpus.fact(i) is facts[i]
     unseen = _author_facts(names[num_authors:], num_authors, facts_per_author, perturbed, pools, rng,
-                           len(train_facts))
-    world = _world_facts(world_facts, perturbed, len(train_facts) + len(unseen))
-    facts = train_facts + unseen + world
+                           len(train_facts) + world_facts)
+    world = _world_facts(world_facts, perturbed, len(train_facts))
+    facts = train_facts + world + unseen
 
     texts = [t for f in facts for t in (f.question, f.answer, f.paraphrased, *f.perturbed)] + list(REFUSALS)
     tokenizer = CorpusTokenizer.train(texts)
