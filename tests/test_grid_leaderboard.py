@@ -279,3 +279,37 @@ def test_grid_report_has_a_stress_section_with_relearning_curves_per_forget_rule
     assert "oracle 15%" in html or "oracle 15.0%" in html  # the oracle's curve, after the last step, in the alt text
     plain = write_grid_report(frame(rows("salun", KLOM, [2.0, 2.1], [1.0, 1.0])), tmp_path / "plain.html")
     assert 'id="stress-section"' not in plain.read_text(encoding="utf-8")  # nothing to show, no empty section
+
+
+def test_stress_section_of_real_audits_on_two_forget_rules(tmp_path):
+    """Tiny real audits (gaussians, N = 2, 2 epochs) on a random and a hard-for-finetune forget set: the section
+    shows the rules side by side and each rule's relearning curves with the oracle's."""
+    from expunge.bench.audit import run_audit
+    from expunge.report.grid import stress_board, write_grid_report
+    from expunge.training.recipe import Recipe
+    from expunge.training.scenario import Scenario
+    from expunge.training.store import PopulationCache
+
+    recipe, cache, parts = Recipe(model_kwargs={"hidden": [16]}, epochs=2), PopulationCache(tmp_path / "cache"), []
+    for rule in ("random:0.1", "hard:finetune:0.1"):
+        scenario = Scenario.build("gaussians", rule, recipe=recipe, cache=cache, n_train=300, n_test=100)
+        report = run_audit(scenario, ["original", "finetune"], members=2, shadow_members=0,
+                           metrics=["accuracy", "klom", "relearning"])
+        parts.append(results_frame(report.rows, "gaussians", rule, 2, 0, {}))
+    data = pd.concat(parts, ignore_index=True)
+    board = stress_board(data)
+    assert set(board["forget_rule"]) == {"random:0.1", "hard:finetune:0.1"}
+    assert set(board["metric"]) == {"accuracy/forget", "klom_p95/forget", "relearn_excess/forget"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FewSeedsWarning)
+        html = write_grid_report(data, tmp_path / "stress.html").read_text(encoding="utf-8")
+    section = html[html.index('id="stress-section"'):]
+    table = section[section.index('id="stress-table-gaussians-2"'):section.index("</table>")]
+    assert table.index("random:0.1") < table.index("hard:finetune:0.1")  # one column group per rule
+    assert table.count("<tr>") == 4 and "finetune" in table and "floor" in table and "vs oracle" in table
+    for rule in ("random-0-1", "hard-finetune-0-1"):
+        figure = section[section.index(f'id="relearning-gaussians---{rule}'):]
+        alt = re.search(r'alt="([^"]*)"', figure).group(1)
+        assert "original:" in alt and "finetune:" in alt and "oracle" in alt  # both curves and the oracle's
+    alone = write_grid_report(parts[0], tmp_path / "one.html").read_text(encoding="utf-8")
+    assert 'id="stress-table-' not in alone and 'id="relearning-' in alone  # one rule: curves, no side by side

@@ -8,7 +8,10 @@ module only draws them:
 - :func:`render_grid_html` / :func:`write_grid_report`: one HTML page (inline CSS,
   images as data URIs, no scripts) with the same table, a method x scenario heat map per
   headline metric coloured by the value relative to its floor or oracle, and the
-  quality-vs-cost frontier of each scenario with its Pareto front. Written atomically.
+  quality-vs-cost frontier of each scenario with its Pareto front, and a stress section
+  where there is something to stress: the forget rules of one dataset and N side by side
+  (forget accuracy, KLoM, relearning excess; :func:`stress_tables_html`) and each
+  scenario's relearning curves beside the oracle's. Written atomically.
 """
 from __future__ import annotations
 
@@ -48,6 +51,8 @@ __all__ = [
     "heatmap_chart",
     "pareto_front",
     "render_grid_html",
+    "stress_board",
+    "stress_tables_html",
     "write_grid_report",
 ]
 
@@ -327,6 +332,63 @@ def relearning_chart(frame: pd.DataFrame, scenario: str) -> Drawing | None:
                    f"method hid rather than removed.")
 
 
+# ----------------------------------------------------------------------------- stress: forget rules side by side
+STRESS_METRICS = ("accuracy/forget", "klom_p95/forget", "relearn_excess/forget")  # in this order, those present
+
+
+def stress_board(frame: pd.DataFrame, confidence: float = 0.95, resamples: int = 10_000,
+                 seed: int = 0) -> pd.DataFrame | None:
+    """The leaderboard rows of :data:`STRESS_METRICS` for the scenarios whose dataset and N have results for
+    several forget rules (random vs memorized: vs hard:, ...), or None where no two rules share one."""
+    import warnings
+
+    keys = {metric_key(m, s) for m, s in zip(frame["metric"], frame["split"])}
+    wanted = [k for k in STRESS_METRICS if k in keys]
+    rules = frame.groupby(["dataset", "members"])["forget_rule"].nunique()
+    if not wanted or not (rules > 1).any():
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # few seeds: already said once for the headline metrics
+        board = leaderboard(frame, wanted, confidence, resamples, seed)
+    shared = {key for key, n in rules.items() if n > 1}
+    board = board[[(d, m) in shared for d, m in zip(board["dataset"], board["members"])]]
+    order = {rule: i for i, rule in enumerate(dict.fromkeys(frame["forget_rule"]))}  # the results' order
+    return board.iloc[np.argsort([order[r] for r in board["forget_rule"]], kind="stable")]
+
+
+def _stress_cell(row: Any) -> str:
+    reference = _fmt(row["reference"])
+    if row["metric"].startswith("relearn_"):
+        extra = f"floor {reference}"  # an area near 0: its ratio to the floor means nothing, its gap does
+    else:
+        extra = relative_text(row) or f"{REFERENCE_WORDS.get(row['reference_kind'], '')} {reference}".strip()
+    return f'<td><span class="v">{esc(cell_text(row))}</span><span class="ref">{esc(extra)}</span></td>'
+
+
+def stress_tables_html(board: pd.DataFrame) -> str:
+    """One table per dataset and N: method rows, one column group per forget rule (same metrics in each)."""
+    tables = []
+    for (dataset, members), part in board.groupby(["dataset", "members"], sort=False):
+        rules = list(dict.fromkeys(part["forget_rule"]))
+        metrics = list(dict.fromkeys(zip(part["metric"], part["label"])))
+        top = "".join(f'<th scope="colgroup" colspan="{len(metrics)}">{esc(rule)}</th>' for rule in rules)
+        second = "".join(f'<th scope="col">{esc(label)}</th>' for _ in rules for _, label in metrics)
+        cells = {(r["method"], r["forget_rule"], r["metric"]): r for r in part.to_dict("records")}
+        body = []
+        for method in _methods(part):
+            row = [f'<th scope="row">{esc(method)}</th>']
+            for rule in rules:
+                for key, _ in metrics:
+                    found = cells.get((method, rule, key))
+                    row.append(_stress_cell(found) if found is not None else f'<td class="na">{DASH}</td>')
+            body.append(f"<tr>{''.join(row)}</tr>")
+        ident = f"stress-table-{_slug(f'{dataset}-{members}')}"
+        tables.append(f'<div class="scroll"><table id="{esc(ident)}" class="stress-table"><caption>{esc(dataset)}, '
+                      f'N={esc(members)}: forget rules side by side</caption><thead><tr><th scope="col" rowspan="2">'
+                      f'Method</th>{top}</tr><tr>{second}</tr></thead><tbody>{"".join(body)}</tbody></table></div>')
+    return "".join(tables)
+
+
 # ----------------------------------------------------------------------------- the page
 def _html_table(board: pd.DataFrame) -> str:
     columns = _columns(board)
@@ -366,7 +428,8 @@ def _slug(text: str) -> str:
 
 
 GRID_CSS = """
-#grid-leaderboard td { text-align: right; white-space: nowrap; }
+#grid-leaderboard td, .stress-table td { text-align: right; white-space: nowrap; }
+.stress-table caption { text-align: left; font-weight: 600; }
 #grid-leaderboard td.tied { font-weight: 700; background: #e7f3e9; }
 #grid-leaderboard td .v { font-weight: inherit; }
 #grid-leaderboard td:not(.tied) .v { font-weight: normal; }
@@ -403,11 +466,18 @@ def render_grid_html(frame: pd.DataFrame, metrics: Sequence[str] | None = None, 
         drawing = relearning_chart(frame, scenario)
         if drawing:
             curves.append(_figure_html(drawing, f"relearning-{_slug(scenario)}"))
-    stress = (f'<section id="stress-section"><h2>Stress: relearning attack, per scenario</h2>'
-              f'<p class="hint">Scenarios that differ only in the forget rule (random, memorized:, hard:) stand side '
-              f'by side in the leaderboard above; here each method\'s forget accuracy while an attacker fine-tunes '
-              f'it on part of the forget set, against the oracle under the same attack.</p>'
-              f'<div class="plots">{"".join(curves)}</div></section>') if curves else ""
+    side = stress_board(frame, confidence, resamples, seed)
+    tables = stress_tables_html(side) if side is not None and not side.empty else ""
+    side_by_side = (f'<h3>Forget rules side by side</h3><p class="hint">The same methods on random and worst-case '
+                    f'forget sets (memorized:, hard:&lt;method&gt;:, ...): forget accuracy against the oracle\'s, KLoM '
+                    f'against its noise floor, and the relearning attack\'s excess recovery (area between the '
+                    f'method\'s and the oracle\'s curves, percentage points) beside its floor (second oracle).</p>'
+                    f'{tables}') if tables else ""
+    curve_html = (f'<h3>Relearning attack, per scenario</h3><p class="hint">Each method\'s forget accuracy while an '
+                  f'attacker fine-tunes it on part of the forget set, against the oracle under the same attack '
+                  f'(dashed).</p><div class="plots">{"".join(curves)}</div>') if curves else ""
+    stress = (f'<section id="stress-section"><h2>Stress tests</h2>{side_by_side}{curve_html}</section>'
+              if side_by_side or curve_html else "")
     seeds = frame.groupby(["dataset", "forget_rule", "members"])["scenario_seed"].nunique()
     facts = [("Scenarios", str(board["scenario"].nunique())), ("Methods", ", ".join(_methods(board)) or DASH),
              ("Seeds per scenario", ", ".join(str(int(n)) for n in sorted(set(seeds))) or DASH),
