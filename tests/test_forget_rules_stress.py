@@ -126,14 +126,25 @@ def _gap(train, forget_mask, seeds, method="finetune"):
     return float(np.abs(mine - theirs)[forget_mask.numpy()].mean())
 
 
-def test_hard_for_a_method_is_harder_than_random_on_fresh_models_cached_and_says_why(planted, cache):
+def test_hard_for_a_method_is_harder_than_random_on_fresh_models_cached_and_says_why(planted, cache, tmp_path):
     train, _ = planted
     hard = parse_forget_rule("hard:finetune:0.05", train, context=context(cache))
     assert len(hard) == 12 and hard.reason.score == "hardness" and hard.reason.source["method"] == "finetune"
     scores = hard.reason.scores
     assert int(torch.isfinite(scores).sum()) == 36  # a pool of 3 x 12 candidates was scored
-    again = parse_forget_rule("hard:finetune:0.05", train, context=context(cache))
+    with pytest.MonkeyPatch.context() as patch:  # a second call reads the stored scores: it trains nothing
+        def no_training(*args, **kwargs):
+            raise AssertionError("trained or unlearned on a cached call")
+
+        patch.setattr(PopulationCache, "trained", no_training)
+        patch.setattr("expunge.methods.registry.unlearn_population", no_training)
+        again = parse_forget_rule("hard:finetune:0.05", train, context=context(cache))
     assert torch.equal(hard.forget_ids, again.forget_ids) and again.reason.source["cache"] == "hit"
+    fresh = parse_forget_rule("hard:finetune:0.05", train, context=context(PopulationCache(tmp_path / "p")))
+    assert torch.equal(hard.forget_ids, fresh.forget_ids)  # deterministic for a seed: recomputed from scratch
+    other = parse_forget_rule("hard:finetune:0.05", train, seed=1, context=context(cache))
+    assert other.reason.source["validation_seeds"] == hard.reason.source["validation_seeds"]
+    assert not torch.equal(other.reason.scores.isfinite(), scores.isfinite())  # another seed: another pool
     # evaluated on fresh populations (seeds the validation world never used): harder than a random set
     hard_mask = torch.isin(train.ids, hard.forget_ids)
     random_mask = torch.zeros(len(train), dtype=torch.bool)
