@@ -300,34 +300,42 @@ def frontier_chart(board: pd.DataFrame, scenario: str, quality: str = QUALITY, c
 RELEARN_PREFIX = "relearn_accuracy_"
 
 
-def relearning_chart(frame: pd.DataFrame, scenario: str) -> Drawing | None:
-    """One scenario's relearning attack: forget accuracy after t relearning steps, per method (mean over seeds
-    and members), with the oracle population's curve under the same attack (dashed): only the excess over the
-    oracle is evidence of hidden knowledge (METRICS: the ``relearning`` metric)."""
+def relearning_chart(frame: pd.DataFrame, scenario: str, columns: int = 5) -> Drawing | None:
+    """One scenario's relearning attack, one small panel per method (``columns`` to a row, shared axes): the
+    method's forget accuracy after t relearning steps (mean over seeds and members) with the oracle
+    population's curve under the same attack (dashed) in every panel; only the excess over the oracle is
+    evidence of hidden knowledge (METRICS: the ``relearning`` metric)."""
     rows = frame[frame["metric"].astype(str).str.startswith(RELEARN_PREFIX)]
     rows = rows[[scenario_label(d, f, m) == scenario for d, f, m in zip(rows["dataset"], rows["forget_rule"],
                                                                            rows["members"])]]
     if rows.empty:
         return None
     rows = rows.assign(step=rows["metric"].str[len(RELEARN_PREFIX):].astype(int))
-    figure = _figure(6.0, 4.0)
-    ax = figure.add_subplot()
     methods = list(dict.fromkeys(rows["method"]))
-    for method in methods:
-        curve = rows[rows["method"] == method].groupby("step")["value"].mean()
-        ax.plot(curve.index, curve.values, marker="o", markersize=3, linewidth=1.2, label=method)
     oracle = rows.groupby("step")["reference"].mean()
-    ax.plot(oracle.index, oracle.values, color="black", linestyle="--", linewidth=1.6, label="oracle (same attack)")
-    ax.set_xlabel("relearning steps on a subset of the forget set", fontsize=8)
-    ax.set_ylabel("forget accuracy on the rest (%)", fontsize=8)
-    ax.set_title(f"{scenario}: relearning attack", fontsize=9)
-    figure.legend(loc="outside lower center", ncols=3, fontsize=7, frameon=False)
+    curves = {m: rows[rows["method"] == m].groupby("step")["value"].mean() for m in methods}
+    ncols = min(columns, len(methods))
+    nrows = math.ceil(len(methods) / ncols)
+    figure = _figure(1.9 * ncols + 0.6, 1.55 * nrows + 0.7)
+    axes = figure.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= len(methods):
+            ax.set_axis_off()
+            continue
+        curve = curves[methods[i]]
+        ax.plot(oracle.index, oracle.values, color="black", linestyle="--", linewidth=1.2)
+        ax.plot(curve.index, curve.values, color=BLUE, marker="o", markersize=2.5, linewidth=1.3)
+        ax.set_title(methods[i], fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    figure.supxlabel("relearning steps on a subset of the forget set", fontsize=8)
+    figure.supylabel("forget accuracy on the rest (%)", fontsize=8)
+    figure.suptitle(f"{scenario}: relearning attack (dashed: the oracle under the same attack)", fontsize=9)
     last = int(oracle.index.max())
-    summary = "; ".join(f"{m}: {_fmt(rows[(rows['method'] == m) & (rows['step'] == last)]['value'].mean())}%"
-                        for m in methods)
+    summary = "; ".join(f"{m}: {_fmt(curves[m].get(last, float('nan')))}%" for m in methods)
     return Drawing(png_data_uri(figure),
-                   f"Line chart for {scenario}: forget accuracy against relearning steps per method, and the "
-                   f"oracle's (dashed). After {last} steps: {summary}; oracle {_fmt(float(oracle.loc[last]))}%.",
+                   f"Line charts for {scenario}, one per method: forget accuracy against relearning steps, with "
+                   f"the oracle's (dashed). After {last} steps: {summary}; oracle {_fmt(float(oracle.loc[last]))}%.",
                    f"{scenario}: a curve above the dashed oracle's recovers what the oracle cannot: knowledge the "
                    f"method hid rather than removed.")
 
